@@ -1,0 +1,79 @@
+"""The same classify function behind AWS Lambda (function URL or HTTP API v2 / REST v1 events).
+
+The event is turned into a Werkzeug request and answered by
+:func:`skinscan.http_api.respond`, so Lambda and functions-framework share
+every status code and JSON shape.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import os
+from typing import Any
+
+from werkzeug.wrappers import Request
+
+from skinscan.http_api import error_response, respond
+from skinscan.logs import configure_logging
+
+configure_logging()
+
+if os.environ.get("SKINSCAN_PRELOAD") == "1":
+    # Load during Lambda's init phase, which is not billed on first request latency.
+    from skinscan.service import get_classifier
+    from skinscan.store import ModelUnavailable
+
+    try:
+        get_classifier()
+    except ModelUnavailable:
+        pass  # answered as 503 per request, and retried then
+
+
+def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+    try:
+        request = request_from_event(event)
+    except ValueError as error:
+        response = error_response(400, "bad_request", str(error))
+    else:
+        response = respond(request)
+    return {
+        "statusCode": response.status_code,
+        "headers": dict(response.headers),
+        "body": response.get_data(as_text=True),
+        "isBase64Encoded": False,
+    }
+
+
+def request_from_event(event: dict[str, Any]) -> Request:
+    if not isinstance(event, dict):
+        raise ValueError("The event is not an HTTP request.")
+    http = (event.get("requestContext") or {}).get("http") or {}
+    method = http.get("method") or event.get("httpMethod") or "GET"
+    headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
+    body = event.get("body") or ""
+    if event.get("isBase64Encoded"):
+        try:
+            raw = base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError, TypeError):
+            raise ValueError("The request body is not valid base64.") from None
+    else:
+        raw = body.encode("utf-8") if isinstance(body, str) else bytes(body)
+    environ = {
+        "REQUEST_METHOD": method.upper(),
+        "PATH_INFO": event.get("rawPath") or event.get("path") or "/",
+        "QUERY_STRING": event.get("rawQueryString") or "",
+        "SERVER_NAME": headers.get("host", "lambda"),
+        "SERVER_PORT": "443",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "wsgi.url_scheme": "https",
+        "wsgi.input": io.BytesIO(raw),
+        "CONTENT_LENGTH": str(len(raw)),
+    }
+    if "content-type" in headers:
+        environ["CONTENT_TYPE"] = headers["content-type"]
+    for name, value in headers.items():
+        if name not in ("content-type", "content-length"):
+            environ["HTTP_" + name.upper().replace("-", "_")] = value
+    return Request(environ)

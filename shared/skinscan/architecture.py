@@ -1,0 +1,37 @@
+"""The seed paper's network: DenseNet121 -> GlobalAveragePooling -> Dropout -> Dense(9).
+
+Built with ``weights=None``: nothing is downloaded; the weights come from our
+own training (or from a local file the user supplies with ``--weights``).
+"""
+
+from __future__ import annotations
+
+from .labels import LABELS
+
+SEED_PARAMETER_COUNT = 7_046_729
+FEATURES_LAYER = "features"
+
+
+def build_densenet121(image_size: int, dropout: float = 0.3, backbone_weights: str | None = None):
+    import keras
+
+    backbone = keras.applications.DenseNet121(
+        include_top=False, weights=None, input_shape=(image_size, image_size, 3)
+    )
+    if backbone_weights:
+        backbone.load_weights(backbone_weights)
+    features = keras.layers.GlobalAveragePooling2D(name=FEATURES_LAYER)(backbone.output)
+    dropped = keras.layers.Dropout(dropout, name="dropout")(features)
+    outputs = keras.layers.Dense(len(LABELS), activation="softmax", name="predictions")(dropped)
+    return keras.Model(backbone.input, outputs, name="skinscan_densenet121")
+
+
+def with_features(model):
+    """The same network answering ``(features, probabilities)`` in one pass.
+
+    The pooled features feed the out-of-distribution check, so a second
+    forward pass is never needed.
+    """
+    import keras
+
+    return keras.Model(model.input, [model.get_layer(FEATURES_LAYER).output, model.output])

@@ -1,0 +1,90 @@
+"""The inference core: one photo in, one result dictionary out.
+
+Every adapter (HTTP function, Lambda, page, bot, CLI) calls
+:meth:`Classifier.classify_bytes`; nothing else decides what a result is.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from . import quality, triage
+from .backends import Backend
+from .imaging import Preprocessing, decode, to_model_input
+from .labels import DESCRIPTIONS, LABELS
+from .manifest import manifest_path_for, read_manifest, verify_model_file
+from .metrics import softmax_with_temperature
+from .novelty import NoveltyScorer
+
+TOP_K = 4
+
+
+class Classifier:
+    def __init__(self, backend: Backend, manifest: dict[str, Any]) -> None:
+        self.backend = backend
+        self.manifest = manifest
+        self.preprocessing = Preprocessing.from_dict(manifest["preprocessing"])
+        self.temperature = float(manifest["calibration"].get("temperature", 1.0))
+        self.thresholds = {**triage.DEFAULT_THRESHOLDS, **manifest["triage"]}
+        self.quality_rules = {**quality.DEFAULT_QUALITY, **manifest.get("quality", {})}
+        self.novelty = NoveltyScorer(manifest["ood"]) if manifest["ood"].get("projection") else None
+
+    @classmethod
+    def load(cls, model_path: str | Path, manifest: dict[str, Any] | None = None,
+             backend: str = "auto") -> "Classifier":
+        """Load a verified model: the file must hash to the manifest's sha256."""
+        from .backends import load_backend
+
+        manifest = manifest if manifest is not None else read_manifest(manifest_path_for(model_path))
+        verify_model_file(model_path, manifest)
+        return cls(load_backend(model_path, manifest, backend), manifest)
+
+    @property
+    def model_info(self) -> dict[str, Any]:
+        return {"name": self.manifest.get("name", "skinscan"), "version": self.manifest["version"],
+                "sha256": self.manifest["sha256"], "backend": self.backend.name}
+
+    def info(self) -> dict[str, Any]:
+        return {"labels": list(LABELS), "top_k": TOP_K, "model": self.model_info,
+                "input_size": self.preprocessing.size, "disclaimer": triage.DISCLAIMER}
+
+    def classify_bytes(self, data: bytes) -> dict[str, Any]:
+        """Decode and classify. Raises :class:`skinscan.imaging.ImageError` for bad bytes."""
+        return self.classify_image(decode(data, draft_size=max(2 * self.preprocessing.size, 512)))
+
+    def probabilities(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Calibrated probabilities and novelty scores for a pre-processed batch."""
+        features, raw = self.backend.run(batch)
+        calibrated = softmax_with_temperature(raw, self.temperature)
+        novelty = self.novelty.score(features) if self.novelty else np.zeros(len(raw))
+        return calibrated, novelty
+
+    def classify_image(self, image: Image.Image) -> dict[str, Any]:
+        problem = quality.problem(image, self.quality_rules)
+        if problem is None:
+            calibrated, novelty = self.probabilities(to_model_input(image, self.preprocessing))
+            if self.novelty and novelty[0] > self.novelty.threshold:
+                problem = "not_skin"
+        if problem is not None:
+            return {"status": "not_recognised", "predictions": [],
+                    "recommendation": triage.retake(problem),
+                    "disclaimer": triage.DISCLAIMER, "model": self.model_info}
+        return self.result_from_probabilities(calibrated[0])
+
+    def result_from_probabilities(self, probabilities: np.ndarray) -> dict[str, Any]:
+        by_label = {label: float(p) for label, p in zip(LABELS, probabilities)}
+        order = np.argsort(-probabilities)[:TOP_K]
+        top = LABELS[order[0]]
+        return {
+            "status": "ok",
+            "predictions": [{"label": LABELS[i], "probability": round(float(probabilities[i]), 4)}
+                            for i in order],
+            "recommendation": triage.recommend(by_label, self.thresholds),
+            "top_condition": {"label": top, "description": DESCRIPTIONS[top]},
+            "disclaimer": triage.DISCLAIMER,
+            "model": self.model_info,
+        }

@@ -1,0 +1,122 @@
+"""The HTTP contract of the classify function, independent of where it runs.
+
+Google's functions-framework hands us a Flask request; the Lambda handler
+builds a Werkzeug request from its event. Both call :func:`respond`, so the
+status codes, CORS headers and JSON shapes are defined once, here.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+from typing import Any
+
+from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.formparser import FormDataParser
+from werkzeug.wrappers import Request, Response
+
+from .imaging import ImageError
+from .service import get_classifier
+from .store import ModelUnavailable
+
+log = logging.getLogger("skinscan.http")
+
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+RAW_IMAGE_TYPES = ("image/", "application/octet-stream")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def cors_headers() -> dict[str, str]:
+    return {
+        "Access-Control-Allow-Origin": os.environ.get("SKINSCAN_CORS_ORIGIN", "*"),
+        "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+        "Access-Control-Allow-Headers": "Content-Type",
+        "Access-Control-Max-Age": "3600",
+    }
+
+
+def json_response(status: int, payload: dict[str, Any]) -> Response:
+    headers = {**cors_headers(), "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+    return Response(json.dumps(payload), status=status, headers=headers, mimetype="application/json")
+
+
+def error_response(status: int, code: str, message: str) -> Response:
+    return json_response(status, {"error": {"code": code, "message": message}})
+
+
+def respond(request: Request) -> Response:
+    """Answer one request. Never raises; never echoes the upload."""
+    try:
+        if request.method == "OPTIONS":
+            return Response(status=204, headers=cors_headers())
+        if request.method == "GET":
+            return json_response(200, get_classifier().info())
+        if request.method != "POST":
+            raise ApiError(405, "method_not_allowed", "Use POST with an image, or GET for model info.")
+        image_bytes = read_image(request)
+        classifier = get_classifier()
+        result = classifier.classify_bytes(image_bytes)
+        log.info("classified %d bytes: %s", len(image_bytes), result["status"])
+        return json_response(200, result)
+    except ApiError as error:
+        return error_response(error.status, error.code, error.message)
+    except ImageError as error:
+        return error_response(400, error.code, error.message)
+    except ModelUnavailable as error:
+        log.warning("model unavailable: %s", error)
+        return error_response(503, "model_unavailable",
+                              "The model is not available right now. Please try again in a minute.")
+    except Exception:  # the last guard: a bug must still produce JSON, without the upload in it
+        log.exception("unexpected error while classifying")
+        return error_response(500, "internal_error", "Something went wrong on our side.")
+
+
+def _in_memory(*_args: Any, **_kwargs: Any) -> io.BytesIO:
+    """Keep uploaded files in memory: Werkzeug would spool large ones to a temp file on disk."""
+    return io.BytesIO()
+
+
+def read_image(request: Request) -> bytes:
+    """The uploaded image's bytes from a multipart form (field ``image``) or a raw body.
+
+    The size limit is checked before anything is read when the client declares
+    a length, and enforced while reading when it does not.
+    """
+    too_large = ApiError(413, "too_large", f"The upload is over the {MAX_UPLOAD_BYTES // (1024 * 1024)} MB limit.")
+    if request.content_length is not None and request.content_length > MAX_UPLOAD_BYTES:
+        raise too_large
+    mimetype = request.mimetype or ""
+    if mimetype == "multipart/form-data":
+        parser = FormDataParser(stream_factory=_in_memory, max_content_length=MAX_UPLOAD_BYTES,
+                                max_form_memory_size=64 * 1024, max_form_parts=20)
+        try:
+            _, _, files = parser.parse(request.stream, mimetype, request.content_length,
+                                       request.mimetype_params)
+        except RequestEntityTooLarge:
+            raise too_large from None
+        except ValueError:  # malformed multipart, e.g. no boundary
+            raise ApiError(400, "bad_request", "The form upload could not be read.") from None
+        images = files.getlist("image")
+        if not images:
+            raise ApiError(400, "missing_image", "Send the photo in a form field named 'image'.")
+        if len(images) > 1:
+            raise ApiError(400, "too_many_images", "Send one photo at a time.")
+        data = images[0].read()
+    elif mimetype.startswith(RAW_IMAGE_TYPES):
+        data = request.stream.read(MAX_UPLOAD_BYTES + 1)
+    else:
+        raise ApiError(415, "unsupported_media_type",
+                       "Send the photo as multipart/form-data (field 'image') or as a raw image body "
+                       "with an image/* content type.")
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise too_large
+    if not data:
+        raise ApiError(400, "empty_image", "The upload is empty.")
+    return data

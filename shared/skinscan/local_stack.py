@@ -1,0 +1,64 @@
+"""``skinscan serve``: the whole stack on one machine, for trying it out.
+
+The function, the upload page and (when ``TELEGRAM_BOT_TOKEN`` is set) the
+bot run in one process; the page and the bot still reach the function over
+HTTP, exactly as they do when deployed.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+from werkzeug.serving import make_server
+
+from .logs import configure_logging
+from .service import get_classifier
+from .store import ModelUnavailable, model_uri
+
+FUNCTION_SOURCE = Path(__file__).resolve().parents[2] / "functions" / "main.py"
+
+
+def _serve_in_thread(app, host: str, port: int, name: str):
+    server = make_server(host, port, app, threaded=True)
+    threading.Thread(target=server.serve_forever, name=name, daemon=True).start()
+    return server
+
+
+def serve(host: str = "127.0.0.1", function_port: int = 8080, web_port: int = 8000) -> int:
+    import functions_framework
+
+    from web.app import create_app as create_web_app
+
+    configure_logging()
+    try:
+        classifier = get_classifier()  # load before announcing, so the first request is fast
+        print(f"model {classifier.manifest['version']} ({classifier.backend.name}) from {model_uri()}")
+    except ModelUnavailable as error:
+        print(f"warning: model unavailable ({error}); the function will answer 503 until it loads")
+
+    function_app = functions_framework.create_app("classify", str(FUNCTION_SOURCE))
+    function_url = f"http://{host}:{function_port}/"
+    servers = [_serve_in_thread(function_app, host, function_port, "function")]
+    print(f"classify function: {function_url}   (curl -F image=@photo.jpg {function_url})")
+    servers.append(_serve_in_thread(create_web_app(function_url), host, web_port, "web"))
+    print(f"upload page:       http://{host}:{web_port}/")
+
+    token = os.environ.get("TELEGRAM_BOT_TOKEN")
+    try:
+        if token:
+            from bot.app import run_polling
+
+            print("telegram bot:      polling (TELEGRAM_BOT_TOKEN is set)")
+            run_polling(token, function_url)
+        else:
+            print("telegram bot:      off (set TELEGRAM_BOT_TOKEN to start it)")
+            print("press Ctrl+C to stop")
+            threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for server in servers:
+            server.shutdown()
+    return 0

@@ -1,0 +1,107 @@
+"""The JSON manifest that travels beside every ``.h5``.
+
+It is the contract between training and serving: labels and their order,
+the input size and pre-processing, the calibrated temperature, the triage
+thresholds, the out-of-distribution rule, and the sha256 of the weights file.
+Serving reads all of these from here and never hard-codes them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from .labels import LABELS
+
+MANIFEST_FORMAT = 1
+
+
+class ManifestError(ValueError):
+    """The manifest is missing, malformed or does not match its model."""
+
+
+def manifest_path_for(model_path: str | Path) -> Path:
+    path = Path(model_path)
+    return path.with_name(path.stem + ".json")
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    try:
+        manifest = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ManifestError(f"manifest not found: {path}") from None
+    except (OSError, json.JSONDecodeError) as error:
+        raise ManifestError(f"manifest unreadable: {path}: {error}") from None
+    validate(manifest)
+    return manifest
+
+
+def validate(manifest: Any) -> None:
+    if not isinstance(manifest, dict):
+        raise ManifestError("manifest is not a JSON object")
+    if manifest.get("format") != MANIFEST_FORMAT:
+        raise ManifestError(f"manifest format {manifest.get('format')!r} is not {MANIFEST_FORMAT}")
+    if tuple(manifest.get("labels", ())) != LABELS:
+        raise ManifestError("manifest labels differ from the nine skinscan labels in order or spelling")
+    for key in ("version", "sha256", "preprocessing", "calibration", "triage", "ood"):
+        if key not in manifest:
+            raise ManifestError(f"manifest has no {key!r}")
+    sha = manifest["sha256"]
+    if not (isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha)):
+        raise ManifestError("manifest sha256 is not a hex digest")
+
+
+def write_manifest(manifest: dict[str, Any], path: str | Path) -> None:
+    validate(manifest)
+    Path(path).write_text(json.dumps(manifest, indent=1, sort_keys=False) + "\n")
+
+
+def verify_model_file(model_path: str | Path, manifest: dict[str, Any]) -> str:
+    """Return the file's sha256, or raise if it is not the file the manifest describes."""
+    actual = sha256_file(model_path)
+    if actual != manifest["sha256"]:
+        raise ManifestError(
+            f"model file sha256 {actual[:12]}… does not match manifest {manifest['sha256'][:12]}…; "
+            "refusing to serve a file that is not the published model"
+        )
+    return actual
+
+
+def new_manifest(model_path: str | Path, preprocessing: dict[str, Any], version: str,
+                 **extra: Any) -> dict[str, Any]:
+    """A manifest for a freshly written model, before calibration tunes it.
+
+    The defaults are conservative: no temperature change, a low malignant
+    threshold (refer early), and no novelty rule until one is fitted.
+    """
+    from .quality import DEFAULT_QUALITY
+    from .triage import DEFAULT_THRESHOLDS
+
+    path = Path(model_path)
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "name": "skinscan-densenet121",
+        "version": version,
+        "file": path.name,
+        "bytes": path.stat().st_size,
+        "sha256": sha256_file(path),
+        "architecture": "DenseNet121 -> GlobalAveragePooling2D -> Dropout -> Dense(9, softmax)",
+        "labels": list(LABELS),
+        "preprocessing": preprocessing,
+        "calibration": {"temperature": 1.0},
+        "triage": dict(DEFAULT_THRESHOLDS),
+        "quality": dict(DEFAULT_QUALITY),
+        "ood": {"method": "none"},
+    }
+    manifest.update(extra)
+    return manifest

@@ -1,0 +1,51 @@
+"""Publish a model to object storage: the ``.h5``, its manifest, checked end to end.
+
+The sha256 is checked before upload (the file is the one its manifest
+describes) and after (the stored object hashes to the same value), so a
+truncated or tampered upload is caught here rather than by every container.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from .manifest import ManifestError, manifest_path_for, read_manifest, verify_model_file
+from .store import manifest_key_for, s3_client, split_s3_uri
+
+
+class PublishError(RuntimeError):
+    pass
+
+
+def object_sha256(client, bucket: str, key: str) -> str:
+    digest = hashlib.sha256()
+    body = client.get_object(Bucket=bucket, Key=key)["Body"]
+    for chunk in iter(lambda: body.read(1 << 20), b""):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def publish_model(model_path: str | Path, destination: str, client=None) -> str:
+    """Upload and verify; return the ``SKINSCAN_MODEL_URI`` to configure."""
+    model_path = Path(model_path)
+    try:
+        manifest = read_manifest(manifest_path_for(model_path))
+        verify_model_file(model_path, manifest)
+    except ManifestError as error:
+        raise PublishError(f"not publishing: {error}") from None
+    bucket, prefix = split_s3_uri(destination.rstrip("/") + "/" + model_path.name
+                                  if destination.endswith("/") else destination)
+    key = prefix if prefix.endswith(".h5") else prefix.rstrip("/") + "/" + model_path.name
+    client = client or s3_client()
+    extra = {"ContentType": "application/x-hdf5", "Metadata": {"sha256": manifest["sha256"]}}
+    client.upload_file(str(model_path), bucket, key, ExtraArgs=extra)
+    stored = object_sha256(client, bucket, key)
+    if stored != manifest["sha256"]:
+        client.delete_object(Bucket=bucket, Key=key)
+        raise PublishError(f"s3://{bucket}/{key} hashes to {stored[:12]}…, not {manifest['sha256'][:12]}…: "
+                           "the upload was altered; it has been removed and the manifest not written")
+    # The manifest goes last: containers only ever see a manifest whose model is already in place.
+    client.upload_file(str(manifest_path_for(model_path)), bucket, manifest_key_for(key),
+                       ExtraArgs={"ContentType": "application/json"})
+    return f"s3://{bucket}/{key}"

@@ -1,0 +1,47 @@
+"""The process-wide classifier: loaded once, shared by every request.
+
+Serverless containers live for many requests; loading the model per request
+is the classic mistake that makes each answer take seconds. A failure is not
+cached: the next request tries again, so a store that was down at cold start
+does not leave the container broken for its whole life.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from .classifier import Classifier
+from .store import ModelUnavailable, model_uri, resolve
+
+log = logging.getLogger("skinscan")
+
+_lock = threading.Lock()
+_classifier: Classifier | None = None
+
+
+def get_classifier() -> Classifier:
+    global _classifier
+    if _classifier is not None:
+        return _classifier
+    with _lock:
+        if _classifier is None:
+            uri = model_uri()
+            try:
+                resolved = resolve(uri)
+                _classifier = Classifier.load(resolved.path, resolved.manifest)
+            except ModelUnavailable:
+                raise
+            except Exception as error:  # a broken file must never take the process down
+                log.exception("model load failed")
+                raise ModelUnavailable(f"the model could not be loaded: {type(error).__name__}") from None
+            log.info("model %s loaded from %s (%s)", _classifier.manifest["version"], resolved.source,
+                     _classifier.backend.name)
+    return _classifier
+
+
+def reset() -> None:
+    """Forget the loaded model (tests, or a deliberate reload)."""
+    global _classifier
+    with _lock:
+        _classifier = None

@@ -1,0 +1,118 @@
+"""Where the model comes from: a local path or S3, fetched once and verified.
+
+``SKINSCAN_MODEL_URI`` is the one setting: ``s3://bucket/key.h5`` or a path;
+unset means the model shipped in the repository. For S3 the manifest (same
+key, ``.json``) is read first and the ``.h5`` is accepted only if its sha256
+matches, so a swapped or corrupted object is never served.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from .manifest import ManifestError, manifest_path_for, read_manifest, sha256_file, validate
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SHIPPED_MODEL = REPO_ROOT / "models" / "skinscan-densenet121.h5"
+
+
+class ModelUnavailable(RuntimeError):
+    """The model cannot be fetched, verified or loaded. Callers answer 503."""
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    path: Path
+    manifest: dict[str, Any]
+    source: str
+
+
+def model_uri() -> str:
+    return os.environ.get("SKINSCAN_MODEL_URI") or str(SHIPPED_MODEL)
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("SKINSCAN_CACHE_DIR") or Path(tempfile.gettempdir()) / "skinscan-models")
+
+
+def resolve(uri: str | None = None) -> ResolvedModel:
+    """Make the model available as a verified local file."""
+    uri = uri or model_uri()
+    try:
+        if uri.startswith("s3://"):
+            return _from_s3(uri)
+        path = Path(uri).expanduser()
+        manifest = read_manifest(manifest_path_for(path))
+        if not path.is_file():
+            raise ModelUnavailable(f"model file not found: {path}")
+        if sha256_file(path) != manifest["sha256"]:
+            raise ModelUnavailable(f"model file {path.name} does not match its manifest's sha256")
+        return ResolvedModel(path, manifest, str(path))
+    except ManifestError as error:
+        raise ModelUnavailable(str(error)) from None
+
+
+def s3_client():
+    """A boto3 S3 client with bounded time, so a slow store cannot hang a request."""
+    import boto3
+    from botocore.config import Config
+
+    timeout = float(os.environ.get("SKINSCAN_S3_TIMEOUT", "20"))
+    return boto3.client("s3", config=Config(connect_timeout=min(timeout, 5), read_timeout=timeout,
+                                             retries={"max_attempts": 2, "mode": "standard"}))
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    parsed = urlparse(uri)
+    if parsed.scheme != "s3" or not parsed.netloc or not parsed.path.strip("/"):
+        raise ValueError(f"not an s3://bucket/key URI: {uri}")
+    return parsed.netloc, parsed.path.lstrip("/")
+
+
+def manifest_key_for(key: str) -> str:
+    stem = key[:-3] if key.endswith(".h5") else key
+    return stem + ".json"
+
+
+def _from_s3(uri: str) -> ResolvedModel:
+    import json
+
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, key = split_s3_uri(uri)
+    client = s3_client()
+    try:
+        body = client.get_object(Bucket=bucket, Key=manifest_key_for(key))["Body"].read()
+        manifest = json.loads(body)
+        validate(manifest)
+    except (BotoCoreError, ClientError) as error:
+        raise ModelUnavailable(f"cannot read the model manifest from {uri}: {_describe(error)}") from None
+    except (ValueError, ManifestError) as error:
+        raise ModelUnavailable(f"the model manifest at {uri} is invalid: {error}") from None
+
+    target = cache_dir() / manifest["sha256"] / Path(key).name
+    if target.is_file() and sha256_file(target) == manifest["sha256"]:
+        return ResolvedModel(target, manifest, uri)  # a warm container's /tmp still has it
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".partial")
+    try:
+        client.download_file(bucket, key, str(partial))
+    except (BotoCoreError, ClientError) as error:
+        partial.unlink(missing_ok=True)
+        raise ModelUnavailable(f"cannot download the model from {uri}: {_describe(error)}") from None
+    if sha256_file(partial) != manifest["sha256"]:
+        partial.unlink(missing_ok=True)
+        raise ModelUnavailable(f"the model at {uri} does not match its manifest's sha256; refusing it")
+    partial.replace(target)
+    (target.parent / manifest_path_for(target).name).write_text(json.dumps(manifest))
+    return ResolvedModel(target, manifest, uri)
+
+
+def _describe(error: Exception) -> str:
+    code = getattr(error, "response", {}).get("Error", {}).get("Code") if hasattr(error, "response") else None
+    return f"{type(error).__name__}{f' ({code})' if code else ''}"

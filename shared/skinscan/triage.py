@@ -1,0 +1,80 @@
+"""From probabilities to advice: which doctor, and how soon.
+
+The rule escalates on the *combined* probability of the malignant classes,
+not only on the top label, because a 35% melanoma under a 40% mole still
+deserves a prompt look. Thresholds come from the manifest, where calibration
+on validation data put them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .labels import LABELS, LEVEL_BY_LABEL, MALIGNANT, PRECANCEROUS
+
+LEVELS = ("urgent", "soon", "routine", "monitor", "retake")
+REFERRAL_LEVELS = frozenset({"urgent", "soon"})
+
+DISCLAIMER = (
+    "skinscan is not a diagnosis and not a substitute for a doctor. It can be wrong. "
+    "If a spot is new, changing, bleeding, itchy or worries you, see a doctor."
+)
+
+MESSAGES = {
+    "urgent": "Please see a doctor or dermatologist soon, ideally within 2 weeks. This photo shares "
+              "features with a skin cancer ({label}); most such spots turn out fine, but only an "
+              "examination can tell.",
+    "soon": "Book an appointment with a doctor in the next few weeks. This photo looks most like "
+            "{label}, which is usually treated to stop it from progressing.",
+    "routine": "This photo looks most like {label}. It is not urgent: see a doctor or pharmacist if it "
+               "spreads, hurts, or does not improve within 2 weeks.",
+    "monitor": "This photo looks most like {label}, which is usually harmless. Keep an eye on it and "
+               "see a doctor if it grows, changes shape or colour, bleeds, or itches.",
+    "retake": "We could not recognise a skin lesion in this photo ({reason}). Take a sharp close-up in "
+              "good light with the spot in the centre, and try again. If you are worried, see a doctor.",
+}
+
+RETAKE_REASONS = {
+    "too_small": "the image is too small",
+    "too_dark": "the photo is too dark",
+    "too_bright": "the photo is overexposed",
+    "too_blurry": "the photo is out of focus",
+    "not_skin": "it does not look like a close-up of skin",
+}
+
+DEFAULT_THRESHOLDS = {"urgent_malignant_probability": 0.25, "soon_risk_probability": 1.01}
+
+
+def recommend(probabilities: dict[str, float], thresholds: dict[str, Any]) -> dict[str, Any]:
+    """Triage for a recognised photo. ``probabilities`` maps every label to its probability."""
+    top_label = max(probabilities, key=probabilities.get)
+    malignant = sum(probabilities[label] for label in MALIGNANT)
+    at_risk = malignant + sum(probabilities[label] for label in PRECANCEROUS)
+    level = LEVEL_BY_LABEL[top_label]
+    reason_label = top_label
+    if malignant >= thresholds["urgent_malignant_probability"]:
+        level = "urgent"
+        reason_label = max(MALIGNANT, key=probabilities.get)
+    elif level in ("routine", "monitor") and at_risk >= thresholds["soon_risk_probability"]:
+        level = "soon"
+        reason_label = max(MALIGNANT | PRECANCEROUS, key=probabilities.get)
+    if level == "urgent" and reason_label not in MALIGNANT:
+        reason_label = max(MALIGNANT, key=probabilities.get)
+    return {
+        "level": level,
+        "see_doctor": level in REFERRAL_LEVELS,
+        "malignant_probability": round(malignant, 4),
+        "message": MESSAGES[level].format(label=reason_label),
+    }
+
+
+def retake(reason: str) -> dict[str, Any]:
+    return {
+        "level": "retake",
+        "see_doctor": False,
+        "reason": reason,
+        "message": MESSAGES["retake"].format(reason=RETAKE_REASONS.get(reason, reason)),
+    }
+
+
+assert set(LEVEL_BY_LABEL.values()) <= set(LEVELS) and len(LABELS) == 9
