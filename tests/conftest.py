@@ -118,3 +118,25 @@ def moto_s3(monkeypatch, tmp_path):
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+@pytest.fixture
+def function_server(fixture_model, use_model):
+    """The real classify function on loopback (threaded Werkzeug server), serving the fixture model.
+
+    Yields its base URL, e.g. ``http://127.0.0.1:54321/``.
+    """
+    import threading
+
+    from functions_framework import create_app
+    from werkzeug.serving import make_server
+
+    use_model(fixture_model)
+    app = create_app("classify", str(REPO / "functions" / "main.py"))
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/"
+    finally:
+        server.shutdown()
