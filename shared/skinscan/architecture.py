@@ -20,10 +20,7 @@ def build_densenet121(image_size: int, dropout: float = 0.3, backbone_weights: s
     )
     if backbone_weights:
         backbone.load_weights(backbone_weights)
-    features = keras.layers.GlobalAveragePooling2D(name=FEATURES_LAYER)(backbone.output)
-    dropped = keras.layers.Dropout(dropout, name="dropout")(features)
-    outputs = keras.layers.Dense(len(LABELS), activation="softmax", name="predictions")(dropped)
-    return keras.Model(backbone.input, outputs, name="skinscan_densenet121")
+    return _classifier_head(backbone.input, backbone.output, dropout, "densenet121")
 
 
 def with_features(model):
@@ -35,3 +32,41 @@ def with_features(model):
     import keras
 
     return keras.Model(model.input, [model.get_layer(FEATURES_LAYER).output, model.output])
+
+
+def build_mobilenet(image_size: int, dropout: float = 0.3, backbone_weights: str | None = None):
+    """The seed's MobileNet comparison, from scratch like everything here."""
+    import keras
+
+    backbone = keras.applications.MobileNet(include_top=False, weights=None,
+                                            input_shape=(image_size, image_size, 3))
+    if backbone_weights:
+        backbone.load_weights(backbone_weights)
+    return _classifier_head(backbone.input, backbone.output, dropout, "mobilenet")
+
+
+def build_cnn(image_size: int, dropout: float = 0.3, backbone_weights: str | None = None):
+    """The seed's plain CNN baseline: four conv blocks."""
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((image_size, image_size, 3))
+    x = inputs
+    for filters in (32, 64, 128, 256):
+        x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.ReLU()(x)
+        x = layers.MaxPooling2D()(x)
+    return _classifier_head(inputs, x, dropout, "cnn")
+
+
+def _classifier_head(inputs, backbone_output, dropout: float, name: str):
+    import keras
+
+    features = keras.layers.GlobalAveragePooling2D(name=FEATURES_LAYER)(backbone_output)
+    dropped = keras.layers.Dropout(dropout, name="dropout")(features)
+    outputs = keras.layers.Dense(len(LABELS), activation="softmax", name="predictions")(dropped)
+    return keras.Model(inputs, outputs, name=f"skinscan_{name}")
+
+
+ARCHITECTURES = {"densenet121": build_densenet121, "mobilenet": build_mobilenet, "cnn": build_cnn}

@@ -12,6 +12,10 @@ from typing import Protocol
 
 import numpy as np
 
+from .labels import LABELS
+
+N_CLASSES = len(LABELS)
+
 
 class Backend(Protocol):
     name: str
@@ -43,8 +47,61 @@ class KerasBackend:
         return np.asarray(features), np.asarray(probabilities)
 
 
+
+class LiteRTBackend:
+    """The derived LiteRT flatbuffer: no TensorFlow import, ~10x faster on two cores.
+
+    The flatbuffer answers one photo at a time as ``[features | probabilities]``.
+    """
+
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.path = Path(path)
+        self.name = "litert-int8" if self.path.name.endswith(".int8.tflite") else "litert-float32"
+        self.interpreter = Interpreter(model_path=str(path), num_threads=threads or _threads())
+        self.interpreter.allocate_tensors()
+        self._input = self.interpreter.get_input_details()[0]["index"]
+        self._output = self.interpreter.get_output_details()[0]["index"]
+        self._lock = threading.Lock()
+
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        rows = []
+        with self._lock:  # one interpreter holds one set of tensors
+            for image in batch:
+                self.interpreter.set_tensor(self._input, image[np.newaxis].astype(np.float32))
+                self.interpreter.invoke()
+                rows.append(self.interpreter.get_tensor(self._output)[0].copy())
+        joined = np.stack(rows)
+        return joined[:, :-N_CLASSES], joined[:, -N_CLASSES:]
+
+
+def _threads() -> int:
+    import os
+
+    return int(os.environ.get("SKINSCAN_THREADS") or min(4, os.cpu_count() or 1))
+
+
 def load_backend(model_path: str | Path, manifest: dict, preference: str = "auto") -> Backend:
-    """The fastest verified backend available for this model (``auto``), or the one asked for."""
-    if preference not in ("auto", "keras"):
+    """The backend for a verified model.
+
+    ``auto`` takes the manifest's fast form when its file is present, hashes
+    to the manifest's value and the LiteRT runtime is installed; otherwise the
+    ``.h5`` through Keras. ``keras`` and ``litert`` force one.
+    """
+    from .manifest import sha256_file
+
+    if preference not in ("auto", "keras", "litert"):
         raise ValueError(f"unknown backend {preference!r}")
+    fast = manifest.get("fast_path")
+    if preference in ("auto", "litert") and fast:
+        fast_file = Path(model_path).with_name(fast["file"])
+        try:
+            if fast_file.is_file() and sha256_file(fast_file) == fast["sha256"]:
+                return LiteRTBackend(fast_file)
+        except ImportError:
+            if preference == "litert":
+                raise
+    if preference == "litert":
+        raise FileNotFoundError("the manifest lists no verified fast form beside this model")
     return KerasBackend(model_path)

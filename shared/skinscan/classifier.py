@@ -64,7 +64,7 @@ class Classifier:
         return calibrated, novelty
 
     def classify_image(self, image: Image.Image) -> dict[str, Any]:
-        problem = quality.problem(image, self.quality_rules)
+        problem = quality.problem(quality.measure(image), self.quality_rules)
         if problem is None:
             calibrated, novelty = self.probabilities(to_model_input(image, self.preprocessing))
             if self.novelty and novelty[0] > self.novelty.threshold:

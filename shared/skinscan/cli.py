@@ -40,10 +40,46 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--seed", type=int, default=42)
     train.set_defaults(run=run_train)
 
+    evaluate = commands.add_parser("evaluate", help="measure a model on held-out photos and non-skin negatives")
+    evaluate.add_argument("--model", type=Path, default=None, help="the .h5 (default: the shipped model)")
+    evaluate.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    evaluate.add_argument("--split", type=Path, help="split file (default: the one beside the model)")
+    evaluate.add_argument("--part", default="test", choices=["train", "val", "test"])
+    evaluate.add_argument("--out", type=Path, help="write evaluation.json/.txt and confusion_matrix.png here")
+    evaluate.set_defaults(run=run_evaluate)
+
+    calibrate = commands.add_parser("calibrate", help="fit temperature, triage, quality and novelty rules on validation data")
+    calibrate.add_argument("--model", type=Path, required=True)
+    calibrate.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    calibrate.add_argument("--split", type=Path, help="split file (default: the one beside the model)")
+    calibrate.add_argument("--referral-target", type=float, default=0.97)
+    calibrate.add_argument("--skin-rejection", type=float, default=0.03)
+    calibrate.set_defaults(run=run_calibrate)
+
+    compare = commands.add_parser("compare", help="the seed's table: CNN, MobileNet and DenseNet121 trained here")
+    compare.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    compare.add_argument("--out", type=Path, default=Path("runs/compare"))
+    compare.add_argument("--split", type=Path, help="split file (default: the shipped model's)")
+    compare.add_argument("--epochs", type=int, default=10)
+    compare.add_argument("--image-size", type=int, default=96)
+    compare.add_argument("--reuse-densenet", type=Path, metavar="MODEL.h5",
+                         help="take the DenseNet121 row from this trained model instead of training one")
+    compare.set_defaults(run=run_compare)
+
     publish = commands.add_parser("publish-model", help="upload a model and its manifest to S3, verified")
     publish.add_argument("model", type=Path)
     publish.add_argument("destination", help="s3://bucket/prefix/ (or a full key ending in .h5)")
     publish.set_defaults(run=run_publish)
+
+    bot = commands.add_parser("bot", help="run the Telegram bot by polling (needs TELEGRAM_BOT_TOKEN)")
+    bot.add_argument("--function-url", default=os.environ.get("SKINSCAN_FUNCTION_URL", "http://127.0.0.1:8080/"),
+                     help="the classify function (default: SKINSCAN_FUNCTION_URL or the local one)")
+    bot.set_defaults(run=run_bot)
+    bot_commands = bot.add_subparsers(dest="bot_command", metavar="BOT_COMMAND")
+    set_webhook = bot_commands.add_parser("set-webhook", help="register the webhook URL with Telegram, "
+                                          "with the secret from TELEGRAM_WEBHOOK_SECRET")
+    set_webhook.add_argument("url")
+    set_webhook.set_defaults(run=run_set_webhook)
 
     args = parser.parse_args(argv)
     return int(args.run(args) or 0)
@@ -89,6 +125,39 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _split_for(model: Path, split: Path | None) -> Path:
+    return split or model.with_name(model.stem + ".split.json")
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate, text_report
+    from .store import SHIPPED_MODEL
+
+    model = args.model or SHIPPED_MODEL
+    report = evaluate(model, args.data, _split_for(model, args.split), args.part, args.out)
+    print(text_report(report), end="")
+    return 0
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    from .calibrate import calibrate
+
+    calibrate(args.model, args.data, _split_for(args.model, args.split),
+              referral_target=args.referral_target, skin_rejection=args.skin_rejection)
+    return 0
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from .compare import compare, table
+    from .store import SHIPPED_MODEL
+
+    rows = compare(args.data, args.out, _split_for(SHIPPED_MODEL, args.split), args.epochs, args.image_size,
+                   reuse={"densenet121": args.reuse_densenet} if args.reuse_densenet else None)
+    print(table(rows), end="")
+    print(f"curves: {args.out / 'training_curves.png'}")
+    return 0
+
+
 def run_publish(args: argparse.Namespace) -> int:
     from .publish import PublishError, publish_model
 
@@ -99,6 +168,34 @@ def run_publish(args: argparse.Namespace) -> int:
         return 1
     print(f"published and verified. Configure the function with:\nSKINSCAN_MODEL_URI={uri}")
     return 0
+
+def run_bot(args: argparse.Namespace) -> int:
+    token = os.environ.get("TELEGRAM_BOT_TOKEN")
+    if not token:
+        print("error: set TELEGRAM_BOT_TOKEN (from @BotFather)", file=sys.stderr)
+        return 2
+    from bot.app import run_polling
+
+    print(f"telegram bot: polling; classify function at {args.function_url}   (Ctrl+C to stop)")
+    run_polling(token, args.function_url)
+    return 0
+
+
+def run_set_webhook(args: argparse.Namespace) -> int:
+    token, secret = os.environ.get("TELEGRAM_BOT_TOKEN"), os.environ.get("TELEGRAM_WEBHOOK_SECRET")
+    if not token or not secret:
+        print("error: set TELEGRAM_BOT_TOKEN and TELEGRAM_WEBHOOK_SECRET", file=sys.stderr)
+        return 2
+    from bot.app import set_webhook
+
+    try:
+        set_webhook(token, args.url, secret)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"webhook set: {args.url}")
+    return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -12,29 +12,40 @@ import numpy as np
 from PIL import Image
 
 DEFAULT_QUALITY = {"min_side": 64, "min_brightness": 25.0, "max_brightness": 250.0,
-                   "min_sharpness": 4.0, "analysis_size": 256}
+                   "min_sharpness": 4.0, "min_colourfulness": 3.0, "analysis_size": 256}
 
 
 def measure(image: Image.Image, analysis_size: int = 256) -> dict[str, float]:
-    """Brightness (mean luma 0-255) and sharpness (Laplacian variance at a fixed size)."""
-    grey = image.convert("L")
-    grey.thumbnail((analysis_size, analysis_size), Image.BILINEAR)
-    pixels = np.asarray(grey, dtype=np.float32)
+    """Brightness (mean luma 0-255), sharpness (Laplacian variance) and colourfulness.
+
+    Measured on a copy scaled to a fixed size so that the figures do not
+    depend on the camera's resolution. Colourfulness is Hasler and
+    Suesstrunk's measure: about 0 for black-and-white images, 15-100 for
+    photos of skin.
+    """
+    small = image.copy()
+    small.thumbnail((analysis_size, analysis_size), Image.BILINEAR)
+    rgb = np.asarray(small.convert("RGB"), dtype=np.float32)
+    rg = rgb[..., 0] - rgb[..., 1]
+    yb = 0.5 * (rgb[..., 0] + rgb[..., 1]) - rgb[..., 2]
+    colourfulness = float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean()))
+    pixels = np.asarray(small.convert("L"), dtype=np.float32)
     laplacian = (pixels[1:-1, :-2] + pixels[1:-1, 2:] + pixels[:-2, 1:-1] + pixels[2:, 1:-1]
                  - 4 * pixels[1:-1, 1:-1]) if min(pixels.shape) >= 3 else np.zeros(1)
     return {"min_side": float(min(image.size)), "brightness": float(pixels.mean()),
-            "sharpness": float(laplacian.var())}
+            "sharpness": float(laplacian.var()), "colourfulness": colourfulness}
 
 
-def problem(image: Image.Image, rules: dict[str, Any]) -> str | None:
-    """The first reason the photo is unusable, or ``None``."""
-    if min(image.size) < rules["min_side"]:
+def problem(figures: dict[str, float], rules: dict[str, Any]) -> str | None:
+    """The first reason a photo with these :func:`measure` figures is unusable, or ``None``."""
+    if figures["min_side"] < rules["min_side"]:
         return "too_small"
-    figures = measure(image, int(rules.get("analysis_size", 256)))
     if figures["brightness"] < rules["min_brightness"]:
         return "too_dark"
     if figures["brightness"] > rules["max_brightness"]:
         return "too_bright"
     if figures["sharpness"] < rules["min_sharpness"]:
         return "too_blurry"
+    if figures["colourfulness"] < rules["min_colourfulness"]:
+        return "no_colour"
     return None

@@ -39,6 +39,7 @@ class TrainConfig:
     patience: int = 20
     time_budget_minutes: float | None = None
     seed: int = 42
+    architecture: str = "densenet121"
     weights: Path | None = None
     split_file: Path | None = None
     verbose: int = 1
@@ -90,7 +91,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     import keras
     import tensorflow as tf
 
-    from .architecture import SEED_PARAMETER_COUNT, build_densenet121
+    from .architecture import ARCHITECTURES, SEED_PARAMETER_COUNT
 
     keras.utils.set_random_seed(config.seed)
     started = time.time()
@@ -112,9 +113,10 @@ def train(config: TrainConfig) -> dict[str, Any]:
     x_val, y_val = dataset.load_pixels(config.data, split["val"], config.image_size)
     weights = class_weights(y_train, config.class_weight_power)
 
-    model = build_densenet121(config.image_size, config.dropout,
-                              str(config.weights) if config.weights else None)
-    assert model.count_params() == SEED_PARAMETER_COUNT, model.count_params()
+    model = ARCHITECTURES[config.architecture](config.image_size, config.dropout,
+                                               str(config.weights) if config.weights else None)
+    if config.architecture == "densenet121" and model.count_params() != SEED_PARAMETER_COUNT:
+        raise RuntimeError(f"DenseNet121 head has {model.count_params()} parameters, not {SEED_PARAMETER_COUNT}")
     model.compile(
         optimizer=keras.optimizers.AdamW(config.learning_rate, weight_decay=config.weight_decay),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),

@@ -39,6 +39,7 @@ RETAKE_REASONS = {
     "too_dark": "the photo is too dark",
     "too_bright": "the photo is overexposed",
     "too_blurry": "the photo is out of focus",
+    "no_colour": "the photo is black and white",
     "not_skin": "it does not look like a close-up of skin",
 }
 

@@ -1,0 +1,114 @@
+"""Building the bot, and running it by polling (local use) or registering its webhook.
+
+One :func:`build_application` serves both modes: polling (``skinscan bot``,
+``skinscan serve``) and the serverless webhook (:mod:`bot.webhook`) run the
+very same handlers. The Bot API server is configuration
+(``TELEGRAM_API_BASE_URL``), so the bot also talks to a self-hosted Bot API
+server or to the test emulator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+from dataclasses import dataclass
+
+from telegram import Bot, BotCommand
+from telegram.ext import Application, ApplicationBuilder
+
+from .handlers import RateLimiter, Services, register
+
+DEFAULT_API_BASE_URL = "https://api.telegram.org"
+ALLOWED_UPDATES = ["message"]  # all the bot answers; fewer updates, less to process and pay for
+COMMANDS = [
+    BotCommand("help", "what I do and how to take a good photo"),
+    BotCommand("privacy", "what happens to your photos"),
+]
+SECRET_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,256}")  # what Telegram accepts for secret_token
+
+log = logging.getLogger("bot")
+
+
+@dataclass(frozen=True)
+class BotSettings:
+    """Everything the bot needs to know; built from the environment in production."""
+
+    token: str
+    function_url: str
+    api_base_url: str = DEFAULT_API_BASE_URL
+    function_timeout_s: float = 30.0
+    rate_limit_per_minute: int = 5
+
+    @classmethod
+    def from_env(cls, token: str, function_url: str) -> BotSettings:
+        return cls(
+            token=token,
+            function_url=function_url,
+            api_base_url=os.environ.get("TELEGRAM_API_BASE_URL") or DEFAULT_API_BASE_URL,
+            function_timeout_s=float(os.environ.get("SKINSCAN_BOT_FUNCTION_TIMEOUT", "30")),
+            rate_limit_per_minute=int(os.environ.get("SKINSCAN_BOT_RATE_LIMIT", "5")),
+        )
+
+
+def api_urls(api_base_url: str) -> tuple[str, str]:
+    """The method and file URL prefixes of a Bot API server; PTB appends the token."""
+    root = api_base_url.rstrip("/")
+    return f"{root}/bot", f"{root}/file/bot"
+
+
+def build_application(settings: BotSettings, *, with_updater: bool = True,
+                      rate_limiter: RateLimiter | None = None) -> Application:
+    """The one place an Application is built. ``with_updater=False`` for the webhook."""
+    base_url, base_file_url = api_urls(settings.api_base_url)
+    builder = (ApplicationBuilder().token(settings.token)
+               .base_url(base_url).base_file_url(base_file_url)
+               .read_timeout(20.0).write_timeout(20.0))  # photo downloads can take a while
+    if not with_updater:
+        builder = builder.updater(None)
+    application = builder.build()
+    register(application, Services(
+        function_url=settings.function_url,
+        function_timeout_s=settings.function_timeout_s,
+        rate_limiter=rate_limiter or RateLimiter(limit=settings.rate_limit_per_minute),
+    ))
+    return application
+
+
+def quiet_http_logs() -> None:
+    """httpx logs every request URL at INFO, and Bot API URLs contain the bot token."""
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+async def _announce_commands(application: Application) -> None:
+    await application.bot.set_my_commands(COMMANDS)
+
+
+def run_polling(token: str, function_url: str) -> None:
+    """Run the bot by long polling until Ctrl+C. Blocking; call from the main thread."""
+    from skinscan.logs import configure_logging
+
+    configure_logging()
+    quiet_http_logs()
+    settings = BotSettings.from_env(token, function_url)
+    application = build_application(settings)
+    application.post_init = _announce_commands
+    log.info("bot polling %s; classify function at %s", settings.api_base_url, function_url)
+    # Polling deletes any webhook first (PTB's bootstrap), so a bot can move between modes.
+    application.run_polling(allowed_updates=ALLOWED_UPDATES)
+
+
+def set_webhook(token: str, url: str, secret: str, api_base_url: str | None = None) -> None:
+    """Point Telegram at the webhook; every delivery will carry ``secret`` in a header."""
+    if not SECRET_TOKEN.fullmatch(secret or ""):
+        raise ValueError("the webhook secret must be 1-256 characters of A-Z, a-z, 0-9, _ and -")
+    base_url, base_file_url = api_urls(api_base_url or os.environ.get("TELEGRAM_API_BASE_URL")
+                                       or DEFAULT_API_BASE_URL)
+
+    async def register_webhook() -> None:
+        async with Bot(token, base_url=base_url, base_file_url=base_file_url) as bot:
+            await bot.set_webhook(url, secret_token=secret, allowed_updates=ALLOWED_UPDATES)
+            await bot.set_my_commands(COMMANDS)
+
+    asyncio.run(register_webhook())

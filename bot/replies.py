@@ -1,0 +1,158 @@
+"""Every word the bot says, and how a function result becomes one chat message.
+
+Kept apart from the handlers so the wording can be reviewed (and tested) as
+plain functions: health software lives or dies by what it tells people, and
+every answer here ends by pointing at a doctor rather than away from one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from skinscan.triage import DISCLAIMER
+
+PHOTO_TIPS = (
+    "For a good photo:\n"
+    "• a close-up with the spot in the middle\n"
+    "• daylight or a bright lamp, no flash glare, no filters\n"
+    "• hold still so it is sharp (tap the spot on screen to focus)\n"
+    "• send it as a photo, or as a file (JPEG or PNG) for full quality"
+)
+
+HELP = (
+    "Send me a photo of a skin spot and I will tell you the four conditions it looks most like, "
+    "and what to do next.\n\n"
+    "This is not a diagnosis. I can be wrong, and only a doctor can examine your skin. If a spot "
+    "is new, changing, bleeding, itchy or worries you, see a doctor, whatever I say.\n\n"
+    f"{PHOTO_TIPS}\n\n"
+    "/privacy: what happens to your photos\n"
+    "/help: show this again"
+)
+
+START = "Hi, I'm skinscan.\n\n" + HELP
+
+PRIVACY = (
+    "Your photos are analysed and then discarded. skinscan never stores or logs them and keeps "
+    "no history of your results: each photo goes to the classifier, which answers and forgets it.\n\n"
+    "Telegram itself keeps the messages of this chat; you can delete them at any time."
+)
+
+SEND_A_PHOTO = (
+    "I can only look at photos. Send me a photo of the skin spot (or an image file, JPEG or PNG). "
+    "/help has tips for a good photo."
+)
+
+NOT_AN_IMAGE_FILE = (
+    "That file is not an image I can look at. Send a photo of the skin spot, or an image file "
+    "(JPEG or PNG)."
+)
+
+UNREADABLE_IMAGE = (
+    "I could not read that image. Please send it again as a photo, or as a JPEG or PNG file."
+)
+
+TRY_AGAIN_LATER = (
+    "Sorry, I cannot analyse photos right now. Please try again later.\n\n"
+    "If the spot worries you, do not wait for me: see a doctor."
+)
+
+TOO_SLOW = (
+    "Sorry, the analysis took too long. Please try again later.\n\n"
+    "If the spot worries you, do not wait for me: see a doctor."
+)
+
+HEADLINES = {  # a glanceable first line; the function's message below it gives the detail
+    "urgent": "What to do: see a doctor soon.",
+    "soon": "What to do: book a doctor's appointment.",
+    "routine": "What to do: no rush, but get it checked if it does not settle.",
+    "monitor": "What to do: keep an eye on it.",
+}
+
+RETAKE_TIPS = {
+    "too_small": "Move closer, or send the photo as a file so it keeps its full resolution.",
+    "too_dark": "Use daylight or a bright lamp.",
+    "too_bright": "Avoid the flash and direct sun glare.",
+    "too_blurry": "Hold the phone steady and tap the spot on screen to focus.",
+    "not_skin": "Photograph the skin spot itself, close up, filling the middle of the picture.",
+}
+
+
+def megabytes(size: int) -> str:
+    return f"{size / (1024 * 1024):.0f} MB"
+
+
+def too_big_for_telegram(size: int, limit: int) -> str:
+    return (
+        f"That file is {megabytes(size)}; Telegram only lets bots download files up to "
+        f"{megabytes(limit)}. Please send it as a photo instead (Telegram compresses it), "
+        "or as a smaller file."
+    )
+
+
+def too_big_to_analyse(limit: int) -> str:
+    return (
+        f"That file is over the {megabytes(limit)} I can analyse. Please send it as a photo instead "
+        "(Telegram compresses it), or as a smaller JPEG."
+    )
+
+
+def rate_limited(limit: int, retry_after: float) -> str:
+    seconds = max(1, round(retry_after))
+    return (
+        f"You have sent {limit} photos in the last minute. Please wait {seconds} s before sending "
+        "another one; this keeps the service available for everyone."
+    )
+
+
+def percent(probability: float) -> str:
+    """Whole percentages read best; a tiny non-zero chance should not read as "0%"."""
+    if 0 < probability < 0.005:
+        return "<1%"
+    return f"{probability * 100:.0f}%"
+
+
+def disclaimer_of(result: dict[str, Any]) -> str:
+    """The function's own disclaimer (it may be updated with the model); ours only as fallback."""
+    text = result.get("disclaimer")
+    return text if isinstance(text, str) and text.strip() else DISCLAIMER
+
+
+def format_result(result: dict[str, Any]) -> str:
+    """One chat message for a classify result: conditions, advice, disclaimer.
+
+    Unknown or missing fields degrade towards "see a doctor", never to silence.
+    """
+    recommendation = result.get("recommendation") or {}
+    if result.get("status") == "not_recognised" or recommendation.get("level") == "retake":
+        return format_retake(result)
+    predictions = sorted(result.get("predictions") or [], key=lambda p: p.get("probability", 0),
+                         reverse=True)[:4]
+    lines = ["This photo looks most like:"]
+    lines += [f"{rank}. {p.get('label', '?')}: {percent(float(p.get('probability', 0)))}"
+              for rank, p in enumerate(predictions, 1)]
+    level = recommendation.get("level")
+    headline = HEADLINES.get(level) or (
+        "What to do: please see a doctor." if recommendation.get("see_doctor")
+        else "What to do: if you are worried, see a doctor.")
+    lines += ["", headline]
+    if recommendation.get("message"):
+        lines.append(recommendation["message"])
+    top = result.get("top_condition") or {}
+    if top.get("label") and top.get("description"):
+        lines += ["", f"{top['label']}: {top['description']}"]
+    lines += ["", disclaimer_of(result)]
+    return "\n".join(lines)
+
+
+def format_retake(result: dict[str, Any]) -> str:
+    """The photo was not usable: say why, how to take a better one, and the disclaimer."""
+    recommendation = result.get("recommendation") or {}
+    message = recommendation.get("message") or (
+        "I could not recognise a skin spot in this photo. Please take a sharp close-up in good "
+        "light and try again. If you are worried, see a doctor.")
+    tip = RETAKE_TIPS.get(str(recommendation.get("reason")))
+    lines = [message]
+    if tip:
+        lines += ["", f"Tip: {tip}"]
+    lines += ["", disclaimer_of(result)]
+    return "\n".join(lines)

@@ -1,0 +1,425 @@
+"""The Telegram bot through python-telegram-bot's real HTTP stack, against a Bot API emulator.
+
+Every outgoing call (getMe, sendMessage, getFile, the file download...) is a
+real HTTP request to :mod:`telegram_emulator` on loopback. Most tests feed
+updates with ``Application.process_update``; one runs ``skinscan bot`` as a
+process that long-polls the emulator. The classify function is the real one
+(``function_server``, random-weight fixture model) in the end-to-end tests and
+a canned loopback server where a test needs a failure or an exact result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from PIL import Image
+from telegram import Update
+
+from bot import replies
+from bot.app import BotSettings, build_application
+from bot.handlers import RateLimiter
+from bot.webhook import WebhookProcessor, handle_webhook, telegram_webhook
+from conftest import REPO, free_port, image_bytes
+from telegram_emulator import TelegramEmulator
+
+CHAT = 4242
+SECRET = "s3cret_webhook-token"
+RESULT_LINE = re.compile(r"^[1-4]\. .+: (<1|\d{1,3})%$")
+SAMPLE_RESULT = {
+    "status": "ok",
+    "predictions": [{"label": "Melanocytic nevus", "probability": 0.41},
+                    {"label": "Melanoma", "probability": 0.35},
+                    {"label": "Benign keratosis", "probability": 0.12},
+                    {"label": "Dermatofibroma", "probability": 0.05}],
+    "recommendation": {"level": "urgent", "see_doctor": True, "malignant_probability": 0.37,
+                       "message": "Please see a doctor or dermatologist soon, ideally within 2 weeks."},
+    "top_condition": {"label": "Melanocytic nevus", "description": "A common mole."},
+    "disclaimer": "skinscan is not a diagnosis and not a substitute for a doctor.",
+    "model": {"name": "fixture", "version": "1", "sha256": "0" * 64, "backend": "keras-h5"},
+}
+SAMPLE_REPLY = """This photo looks most like:
+1. Melanocytic nevus: 41%
+2. Melanoma: 35%
+3. Benign keratosis: 12%
+4. Dermatofibroma: 5%
+
+What to do: see a doctor soon.
+Please see a doctor or dermatologist soon, ideally within 2 weeks.
+
+Melanocytic nevus: A common mole.
+
+skinscan is not a diagnosis and not a substitute for a doctor."""
+
+
+# -- helpers -------------------------------------------------------------------------------------
+class CannedFunction:
+    """A stand-in classify function on loopback: a fixed answer, optionally late, and a log."""
+
+    def __init__(self) -> None:
+        self.status, self.payload, self.delay_s = 200, SAMPLE_RESULT, 0.0
+        self.uploads: list[dict[str, Any]] = []
+        canned = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                canned.uploads.append({"content_type": self.headers["Content-Type"], "body": body})
+                time.sleep(canned.delay_s)
+                payload = canned.payload
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+                try:
+                    self.send_response(canned.status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except OSError:  # the bot gave up waiting
+                    pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_port}/"
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+
+
+@pytest.fixture
+def emulator() -> Iterator[TelegramEmulator]:
+    with TelegramEmulator() as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def canned() -> Iterator[CannedFunction]:
+    function = CannedFunction()
+    yield function
+    function.server.shutdown()
+    function.server.server_close()
+
+
+def make_app(emulator: TelegramEmulator, function_url: str, **settings: Any):
+    return build_application(BotSettings(token=emulator.token, function_url=function_url,
+                                         api_base_url=emulator.url, **settings), with_updater=False)
+
+
+def converse(app, *updates: dict[str, Any]) -> None:
+    """Process updates one after the other, as polling would; every Bot API call is real HTTP."""
+
+    async def run() -> None:
+        async with app:
+            for update in updates:
+                await app.process_update(Update.de_json(update, app.bot))
+
+    asyncio.run(run())
+
+
+def assert_is_result(text: str, disclaimer: str) -> None:
+    lines = text.splitlines()
+    assert lines[0] == "This photo looks most like:"
+    assert all(RESULT_LINE.match(line) for line in lines[1:5]), lines[1:5]
+    assert lines[5] == "" and lines[6].startswith("What to do:")
+    assert lines[-1] == disclaimer
+
+
+def classify_directly(function_url: str, data: bytes, name: str, mime: str) -> dict[str, Any]:
+    response = httpx.post(function_url, files={"image": (name, data, mime)}, timeout=60)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+# -- end to end: `skinscan bot` polling the emulator, with the real classify function -------------
+def test_conversation_over_polling_with_the_real_function(emulator, function_server, photo, tmp_path):
+    """One process, as a user would run it: deleteWebhook, getUpdates, getFile, the function, replies."""
+    env = {**os.environ, "TELEGRAM_BOT_TOKEN": emulator.token, "TELEGRAM_API_BASE_URL": emulator.url,
+           "SKINSCAN_FUNCTION_URL": function_server, "SKINSCAN_LOG_LEVEL": "DEBUG"}
+    log_file = tmp_path / "bot.log"  # a file, not a pipe: DEBUG logs would fill a pipe and block the bot
+    with log_file.open("wb") as log_stream:
+        process = subprocess.Popen([sys.executable, "-m", "skinscan.cli", "bot"], env=env, cwd=REPO,
+                                   stdout=log_stream, stderr=subprocess.STDOUT)
+    png = image_bytes(fmt="PNG", size=(200, 150), seed=3)
+    try:
+        emulator.wait_for_method("getUpdates", timeout=30)
+        conversation = [lambda: emulator.send_text(CHAT, "/start"),
+                        lambda: emulator.send_photo(CHAT, photo),
+                        lambda: emulator.send_document(CHAT, png, "spot.png", "image/png"),
+                        lambda: emulator.send_document(CHAT, flat_png(), "flat.png", "image/png"),
+                        lambda: emulator.send_text(CHAT, "is it bad?"),
+                        lambda: emulator.send_text(CHAT, "/privacy")]
+        updates = []
+        for sent, user_says in enumerate(conversation, 1):  # one at a time, like a person chatting
+            updates.append(user_says())
+            emulator.wait_for_messages(sent, timeout=40)
+        failure = None
+    except TimeoutError as error:
+        failure = error
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        output = log_file.read_text(errors="replace")
+    transcript = emulator.transcript
+    recorded = tmp_path / "conversation.txt"
+    recorded.write_text("\n".join(transcript) + "\n", encoding="utf-8")
+    if os.environ.get("SKINSCAN_TRANSCRIPT_DIR"):
+        target = Path(os.environ["SKINSCAN_TRANSCRIPT_DIR"])
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copy(recorded, target / "conversation.txt")
+    assert failure is None, f"{failure}\n" + "\n".join(transcript) + "\n" + output[-6000:]
+    assert process.returncode == 0, output[-3000:]
+
+    start, photo_reply, file_reply, retake_reply, text_reply, privacy = emulator.texts(CHAT)
+    assert start == replies.START
+    expected = classify_directly(function_server, photo, "photo.jpg", "image/jpeg")
+    assert photo_reply == replies.format_result(expected)  # exactly what the function said, formatted
+    assert_is_result(photo_reply, expected["disclaimer"])
+    assert_is_result(file_reply, expected["disclaimer"])
+    assert retake_reply.startswith("We could not recognise a skin lesion in this photo "
+                                   "(the photo is out of focus)")
+    assert "Tip: Hold the phone steady" in retake_reply and retake_reply.endswith(expected["disclaimer"])
+    assert text_reply == replies.SEND_A_PHOTO and privacy == replies.PRIVACY
+    methods = emulator.methods()
+    assert methods.index("deleteWebhook") < methods.index("getUpdates") < methods.index("sendMessage")
+    assert [c["command"] for c in emulator.commands] == ["help", "privacy"]
+    # "analysing…" came before the answer; the largest photo size was used, never the thumbnail.
+    reply_line = "bot: " + photo_reply.replace("\n", "\n     ")
+    assert transcript.index("bot: [typing…]") < transcript.index(reply_line)
+    sizes = updates[1]["message"]["photo"]
+    assert sizes[-1]["file_id"] in emulator.downloads and sizes[0]["file_id"] not in emulator.downloads
+    # Even at DEBUG no image bytes reach the log; from INFO up, not the token (in every Bot API URL).
+    assert "Calling Bot API endpoint" in output  # DEBUG logging was really on
+    assert not [line for line in output.splitlines() if emulator.token in line and " DEBUG " not in line]
+    for data in (photo, png):
+        assert data[200:240].hex() not in output and repr(data[200:240])[2:-1] not in output
+
+
+
+def flat_png() -> bytes:
+    """A flat colour has no detail: the function answers ``not_recognised`` (too_blurry)."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (120, 120), (180, 140, 120)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+# -- the handlers, with a canned function --------------------------------------------------------
+def test_a_photo_gets_exactly_one_formatted_reply(emulator, canned, photo):
+    converse(make_app(emulator, canned.url), emulator.send_photo(CHAT, photo))
+    assert emulator.texts() == [SAMPLE_REPLY]
+    assert emulator.chat_actions[0]["action"] == "typing"
+    (upload,) = canned.uploads
+    assert upload["content_type"].startswith("multipart/form-data") and b'name="image"' in upload["body"]
+    assert photo in upload["body"]
+
+
+def test_an_image_file_is_sent_at_full_quality(emulator, canned):
+    big = image_bytes(size=(800, 600), fmt="PNG")
+    converse(make_app(emulator, canned.url), emulator.send_document(CHAT, big, "mole.png", "image/png"))
+    assert emulator.texts() == [SAMPLE_REPLY]
+    assert big in canned.uploads[0]["body"] and b"Content-Type: image/png" in canned.uploads[0]["body"]
+
+
+@pytest.mark.parametrize("size, expected", [
+    (25 * 1024 * 1024, "Telegram only lets bots download files up to 20 MB"),
+    (15 * 1024 * 1024, "over the 10 MB I can analyse"),
+])
+def test_oversize_files_are_refused_before_downloading(emulator, canned, size, expected):
+    converse(make_app(emulator, canned.url),
+             emulator.send_document(CHAT, None, "huge.jpg", "image/jpeg", file_size=size))
+    (text,) = emulator.texts()
+    assert expected in text and "send it as a photo" in text
+    assert "getFile" not in emulator.methods() and not canned.uploads
+
+
+def test_anything_that_is_not_an_image_gets_a_helpful_answer(emulator, canned):
+    converse(make_app(emulator, canned.url),
+             emulator.send_text(CHAT, "/start"), emulator.send_text(CHAT, "/help"),
+             emulator.send_text(CHAT, "/privacy"), emulator.send_text(CHAT, "hello"),
+             emulator.send_text(CHAT, "/diagnose"), emulator.send_sticker(CHAT),
+             emulator.send_document(CHAT, b"%PDF-1.4 ...", "report.pdf", "application/pdf"))
+    assert emulator.texts() == [replies.START, replies.HELP, replies.PRIVACY, replies.SEND_A_PHOTO,
+                                replies.SEND_A_PHOTO, replies.SEND_A_PHOTO, replies.NOT_AN_IMAGE_FILE]
+    assert "not a diagnosis" in replies.HELP and "see a doctor" in replies.HELP
+    assert "never stores" in replies.PRIVACY
+    assert "getFile" not in emulator.methods() and not canned.uploads
+
+
+def test_function_down_apologises_and_the_bot_keeps_running(emulator, photo):
+    closed = f"http://127.0.0.1:{free_port()}/"
+    converse(make_app(emulator, closed), emulator.send_photo(CHAT, photo), emulator.send_text(CHAT, "/help"))
+    assert emulator.texts() == [replies.TRY_AGAIN_LATER, replies.HELP]
+    assert "try again later" in replies.TRY_AGAIN_LATER
+
+
+def test_slow_function_times_out_with_an_apology(emulator, canned, photo):
+    canned.delay_s = 3.0
+    started = time.monotonic()
+    converse(make_app(emulator, canned.url, function_timeout_s=0.5), emulator.send_photo(CHAT, photo))
+    assert emulator.texts() == [replies.TOO_SLOW]
+    assert time.monotonic() - started < 2.5
+
+
+@pytest.mark.parametrize("status, payload, expected", [
+    (503, {"error": {"code": "model_unavailable", "message": "later"}}, replies.TRY_AGAIN_LATER),
+    (400, {"error": {"code": "corrupt_image", "message": "damaged"}}, replies.UNREADABLE_IMAGE),
+    (413, {"error": {"code": "too_large", "message": "big"}}, replies.too_big_to_analyse(10 * 1024 * 1024)),
+    (200, b"<html>proxy error</html>", replies.TRY_AGAIN_LATER),
+])
+def test_function_errors_become_plain_words(emulator, canned, photo, status, payload, expected):
+    canned.status, canned.payload = status, payload
+    converse(make_app(emulator, canned.url), emulator.send_photo(CHAT, photo))
+    assert emulator.texts() == [expected]
+
+
+def test_rate_limit_per_chat(emulator, canned, photo):
+    app = make_app(emulator, canned.url, rate_limit_per_minute=2)
+    converse(app, *(emulator.send_photo(CHAT, photo) for _ in range(3)), emulator.send_photo(7, photo))
+    first, second, third = emulator.texts(CHAT)
+    assert first == second == SAMPLE_REPLY
+    assert third.startswith("You have sent 2 photos in the last minute. Please wait ")
+    assert emulator.texts(7) == [SAMPLE_REPLY]  # other chats are not affected
+    assert len(canned.uploads) == 3
+
+
+def test_rate_limiter_window_slides():
+    limiter = RateLimiter(limit=2, window_s=60)
+    assert limiter.acquire(1, now=0) is None and limiter.acquire(1, now=10) is None
+    assert limiter.acquire(1, now=30) == pytest.approx(30)
+    assert limiter.acquire(1, now=60) is None  # the first one left the window
+
+
+def test_retake_and_odd_results_still_point_to_a_doctor():
+    retake = replies.format_result({"status": "not_recognised", "predictions": [],
+                                    "recommendation": {"level": "retake", "reason": "too_dark"}})
+    assert "see a doctor" in retake and "Tip: Use daylight" in retake and retake.endswith(replies.DISCLAIMER)
+    odd = replies.format_result({"status": "ok", "predictions": [{"label": "X", "probability": 0.001}]})
+    assert "1. X: <1%" in odd and "see a doctor" in odd and odd.endswith(replies.DISCLAIMER)
+
+
+# -- the webhook entry point ---------------------------------------------------------------------
+@pytest.fixture
+def processor(emulator, canned) -> Iterator[WebhookProcessor]:
+    settings = BotSettings(token=emulator.token, function_url=canned.url, api_base_url=emulator.url)
+    processor = WebhookProcessor(settings, SECRET)
+    yield processor
+    processor.close()
+
+
+def deliver(processor: WebhookProcessor, update: Any, secret: str | None = SECRET) -> tuple[int, bytes]:
+    headers = {"Content-Type": "application/json"}
+    if secret is not None:
+        headers["X-Telegram-Bot-Api-Secret-Token"] = secret
+    body = update if isinstance(update, bytes) else json.dumps(update).encode()
+    return handle_webhook(headers, body, processor)
+
+
+def test_webhook_refuses_a_wrong_secret_and_processes_nothing(emulator, processor):
+    update = emulator.send_text(CHAT, "/start")
+    assert deliver(processor, update, secret="wrong")[0] == 403
+    assert deliver(processor, update, secret=None)[0] == 403
+    assert deliver(processor, update, secret=SECRET[:-1])[0] == 403
+    assert emulator.requests == []  # not even getMe: nothing was built or sent
+    assert deliver(processor, update) == (200, b"ok")  # the update was not marked as seen
+    assert emulator.texts() == [replies.START]
+
+
+def test_webhook_processes_a_redelivered_update_once(emulator, processor, photo):
+    update = emulator.send_photo(CHAT, photo)
+    assert deliver(processor, update) == (200, b"ok")
+    assert deliver(processor, update) == (200, b"duplicate")
+    assert emulator.texts() == [SAMPLE_REPLY]
+
+
+def test_webhook_ignores_malformed_bodies_and_keeps_working(emulator, processor):
+    not_utf8 = "\udcff".encode("utf-8", "surrogatepass")
+    for body in (b"{not json", b"", b"[1, 2]", b'{"update_id": "7"}', b'{"update_id": true}', not_utf8):
+        assert deliver(processor, body) == (200, b"ignored")
+    assert deliver(processor, {"update_id": 99, "message": {"oops": True}}) == (200, b"ok")  # logged
+    assert deliver(processor, emulator.send_text(CHAT, "hi")) == (200, b"ok")
+    assert emulator.texts() == [replies.SEND_A_PHOTO]
+
+
+def test_lambda_handler_with_secrets_from_ssm(emulator, canned, monkeypatch):
+    from moto import mock_aws
+
+    from bot import webhook
+
+    for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
+                        ("AWS_DEFAULT_REGION", "us-east-1"),
+                        ("TELEGRAM_BOT_TOKEN_PARAM", "/skinscan/bot-token"),
+                        ("TELEGRAM_WEBHOOK_SECRET_PARAM", "/skinscan/webhook-secret"),
+                        ("SKINSCAN_FUNCTION_URL", canned.url), ("TELEGRAM_API_BASE_URL", emulator.url)):
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("TELEGRAM_BOT_TOKEN", raising=False)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    update = emulator.send_text(CHAT, "/help")
+    event = {"version": "2.0", "rawPath": "/", "isBase64Encoded": True,
+             "headers": {"content-type": "application/json", "x-telegram-bot-api-secret-token": SECRET},
+             "body": base64.b64encode(json.dumps(update).encode()).decode(),
+             "requestContext": {"http": {"method": "POST"}}}
+    webhook.reset()
+    try:
+        with mock_aws():
+            import boto3
+
+            ssm = boto3.client("ssm")
+            ssm.put_parameter(Name="/skinscan/bot-token", Value=emulator.token, Type="SecureString")
+            ssm.put_parameter(Name="/skinscan/webhook-secret", Value=SECRET, Type="SecureString")
+            forged = {**event, "headers": {"x-telegram-bot-api-secret-token": "guess"}}
+            assert webhook.handler(forged)["statusCode"] == 403
+            assert webhook.handler(event) == {"statusCode": 200, "headers": {"Content-Type": "text/plain"},
+                                              "body": "ok", "isBase64Encoded": False}
+            ssm.delete_parameter(Name="/skinscan/bot-token")  # cached per container: no second read
+            assert webhook.resolve_secret("TELEGRAM_BOT_TOKEN") == emulator.token
+    finally:
+        webhook.reset()
+    assert emulator.texts() == [replies.HELP]
+
+
+def test_functions_framework_target(emulator, processor, monkeypatch):
+    from flask import Request
+    from werkzeug.test import EnvironBuilder
+
+    from bot import webhook
+
+    monkeypatch.setattr(webhook, "_default", processor)
+    update = emulator.send_text(CHAT, "/privacy")
+    request = Request(EnvironBuilder(method="POST", data=json.dumps(update),
+                                     headers={"X-Telegram-Bot-Api-Secret-Token": SECRET}).get_environ())
+    assert telegram_webhook(request) == (b"ok", 200, {"Content-Type": "text/plain"})
+    assert emulator.texts() == [replies.PRIVACY]
+
+
+def test_set_webhook_command_registers_url_and_secret(emulator, monkeypatch, capsys):
+    from skinscan.cli import main
+
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", emulator.token)
+    monkeypatch.setenv("TELEGRAM_API_BASE_URL", emulator.url)
+    monkeypatch.setenv("TELEGRAM_WEBHOOK_SECRET", "not a valid secret!")
+    assert main(["bot", "set-webhook", "https://bot.example.org/"]) == 2
+    assert "setWebhook" not in emulator.methods()
+    monkeypatch.setenv("TELEGRAM_WEBHOOK_SECRET", SECRET)
+    assert main(["bot", "set-webhook", "https://bot.example.org/"]) == 0
+    assert emulator.webhook["url"] == "https://bot.example.org/"
+    assert emulator.webhook["secret_token"] == SECRET
+    assert emulator.webhook["allowed_updates"] == ["message"]

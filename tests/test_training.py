@@ -1,0 +1,101 @@
+"""Training, calibration, evaluation and the metrics behind them."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from skinscan import metrics
+from skinscan.labels import LABELS
+from skinscan.manifest import manifest_path_for, read_manifest, sha256_file
+
+
+def test_metrics_on_a_case_with_a_known_answer():
+    truth = np.array([0, 0, 0, 0, 1, 1, 2, 2])
+    predicted = np.array([0, 0, 0, 1, 1, 0, 2, 2])
+    assert metrics.confusion_matrix(truth, predicted, 3).tolist() == [[3, 1, 0], [1, 1, 0], [0, 0, 2]]
+    assert metrics.balanced_accuracy(truth, predicted, 3) == pytest.approx((3 / 4 + 1 / 2 + 1) / 3)
+    rows = metrics.per_class(truth, predicted, 3)
+    assert rows[0]["precision"] == pytest.approx(3 / 4) and rows[1]["recall"] == pytest.approx(1 / 2)
+    assert rows[2]["f1"] == pytest.approx(1.0)
+    probabilities = np.eye(3)[predicted] * 0.7 + 0.1
+    assert metrics.top_k_accuracy(truth, probabilities, 1) == pytest.approx(6 / 8)
+    assert metrics.top_k_accuracy(truth, probabilities, 3) == pytest.approx(1.0)
+
+
+def test_expected_calibration_error_is_zero_when_confidence_matches_accuracy():
+    truth = np.array([0, 0, 0, 1])            # 75% of predictions right at 75% confidence
+    probabilities = np.tile([0.75, 0.25], (4, 1))
+    assert metrics.expected_calibration_error(truth, probabilities) == pytest.approx(0.0)
+    overconfident = np.tile([0.99, 0.01], (4, 1))
+    assert metrics.expected_calibration_error(truth, overconfident) == pytest.approx(0.24)
+
+
+def test_temperature_fit_softens_overconfident_predictions():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 1.5, (3000, 3))
+    honest = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    truth = np.array([rng.choice(3, p=p) for p in honest])  # outcomes drawn from the honest odds
+    overconfident = metrics.softmax_with_temperature(honest, 0.25)
+    assert metrics.fit_temperature(truth, overconfident) == pytest.approx(4.0, rel=0.1)
+
+
+def test_stratified_split_is_seeded_and_keeps_every_class(tmp_path):
+    from skinscan.data import Sample, stratified_split
+
+    samples = [Sample(f"{label}/{i}.jpg", c) for c, label in enumerate(LABELS) for i in range(20)]
+    first, again = stratified_split(samples, seed=3), stratified_split(samples, seed=3)
+    assert first == again
+    assert {s.label for s in first["test"]} == set(range(9)) == {s.label for s in first["val"]}
+    assert len(first["train"]) + len(first["val"]) + len(first["test"]) == len(samples)
+    assert not {s.path for s in first["train"]} & {s.path for s in first["test"]}
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory):
+    """Nine folders of generated photos; each class has its own colour and pattern."""
+    root = tmp_path_factory.mktemp("tiny")
+    rng = np.random.default_rng(0)
+    for c, label in enumerate(LABELS):
+        (root / label).mkdir()
+        for i in range(8):
+            base = np.array([40 + 22 * c, 200 - 15 * c, 90 + (c % 3) * 50], np.float32)
+            yy, xx = np.mgrid[0:48, 0:48]
+            pattern = 40 * np.sin((xx * (c + 1) + yy) / 4.0)[..., None]
+            pixels = np.clip(base + pattern + rng.normal(0, 10, (48, 48, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / label / f"{i}.jpg", quality=95)
+    return root
+
+
+def test_train_calibrate_evaluate_end_to_end_on_a_tiny_dataset(tiny_dataset, tmp_path):
+    from skinscan.calibrate import calibrate
+    from skinscan.classifier import Classifier
+    from skinscan.evaluate import evaluate
+    from skinscan.train import TrainConfig, train
+
+    out = tmp_path / "tiny.h5"
+    summary = train(TrainConfig(data=tiny_dataset, out=out, image_size=32, epochs=1, batch_size=16,
+                                verbose=0))
+    assert out.is_file() and summary["epochs_run"] == 1
+    manifest = read_manifest(manifest_path_for(out))
+    assert manifest["sha256"] == sha256_file(out)
+    assert manifest["preprocessing"]["size"] == 32
+    split = json.loads(out.with_name("tiny.split.json").read_text())
+    assert len(split["train"]) + len(split["val"]) + len(split["test"]) == 72
+
+    report = calibrate(out, tiny_dataset, out.with_name("tiny.split.json"))
+    manifest = read_manifest(manifest_path_for(out))
+    assert manifest["calibration"]["temperature"] == pytest.approx(report["temperature"])
+    assert 0 < manifest["triage"]["urgent_malignant_probability"] <= 0.6
+    assert manifest["ood"]["method"] == "mahalanobis-subspace" and "threshold" in manifest["ood"]
+
+    classifier = Classifier.load(out)
+    assert classifier.model_info["sha256"] == sha256_file(out)
+    evaluation = evaluate(out, tiny_dataset, out.with_name("tiny.split.json"), "test", tmp_path / "report")
+    assert evaluation["count"] == len(split["test"])
+    assert 0.0 <= evaluation["top1_accuracy"] <= evaluation["top4_accuracy"] <= 1.0
+    assert (tmp_path / "report" / "confusion_matrix.png").stat().st_size > 1000
+    assert "balanced accuracy" in (tmp_path / "report" / "evaluation.txt").read_text()

@@ -1,0 +1,329 @@
+"""The upload page, served locally, with a server-side fallback for browsers without JavaScript.
+
+The page itself is static (``web/static``: index.html, app.js, style.css,
+config.js) and calls the classify function straight from the browser, so the
+same files can be hosted in a bucket. This Flask app adds what a static host
+cannot:
+
+* ``GET /config.js`` is generated from the function URL it was given;
+* ``POST /`` accepts the plain form upload, forwards the photo to the function
+  over HTTP and renders the answer with the same template the page is built
+  from (``templates/page.html``).
+
+Uploads are kept in memory only and never logged or stored. All triage logic
+stays in the function; this module only turns its answer into words.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import secrets
+import socket
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import flask
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+HERE = Path(__file__).resolve().parent
+STATIC_DIR = HERE / "static"
+DEFAULT_FUNCTION_URL = "http://127.0.0.1:8080/"
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024          # the function's limit, checked here before sending
+FUNCTION_TIMEOUT_S = 30.0
+MAX_ANSWER_BYTES = 1024 * 1024
+
+# Plain-words headings for the function's triage levels (the level itself is the function's call).
+LEVEL_HEADINGS = {
+    "urgent": "See a doctor soon, ideally within 2 weeks",
+    "soon": "Book a doctor's appointment in the next few weeks",
+    "routine": "Not urgent: see a doctor or pharmacist if it does not settle",
+    "monitor": "Keep an eye on it",
+    "retake": "Please take a new photo",
+}
+DEFAULT_HEADING = "Our suggestion"
+
+RETAKE_TIPS = (
+    "Get close: the spot should fill most of the photo.",
+    "Keep it in focus: hold the phone still and tap the spot on the screen to focus.",
+    "Use good, even light, such as daylight near a window; avoid flash glare and shadows.",
+    "Put the spot in the centre of the photo, with a little normal skin around it.",
+)
+
+# Friendly words for the function's error codes and for what can go wrong on the way.
+ERROR_MESSAGES = {
+    "too_large": "This photo is larger than 10 MB. Please choose a smaller photo, or take a new one "
+                 "with your camera.",
+    "not_an_image": "This file does not look like a photo we can read. Please choose a JPEG or PNG "
+                    "photo of the skin spot.",
+    "corrupt_image": "This photo could not be opened; the file may be damaged. Please try another photo.",
+    "image_too_large": "This image is far larger than a normal photo. Please choose a regular photo.",
+    "empty_image": "Please choose a photo of the skin spot first.",
+    "missing_image": "Please choose a photo of the skin spot first.",
+    "too_many_images": "Please send one photo at a time.",
+    "model_unavailable": "The analysis service is unavailable right now. Please try again in a few "
+                         "minutes.",
+    "unavailable": "The analysis service is unavailable right now. Please try again in a few minutes.",
+    "network": "We could not reach the analysis service. Please check your internet connection and "
+               "try again.",
+    "timeout": "The analysis took too long to answer. Please try again in a few minutes.",
+    "not_configured": "This page is not connected to an analysis service yet. Please try again later.",
+    "unexpected": "Something went wrong while analysing your photo. Please try again later.",
+    "not_found": "There is nothing at this address. You can check a photo on this page.",
+}
+ERROR_ALIASES = {"unsupported_media_type": "not_an_image", "bad_request": "unexpected"}
+ERROR_FOOTER = "If you are worried about a skin spot, see a doctor; you do not need this tool for that."
+
+
+def error_code(code: str | None, status: int | None = None) -> str:
+    """The message key for a function error code (or, lacking one, its HTTP status)."""
+    code = ERROR_ALIASES.get(code or "", code or "")
+    if code in ERROR_MESSAGES:
+        return code
+    if status == 413:
+        return "too_large"
+    if status in (502, 503, 504):
+        return "unavailable"
+    if status == 415:
+        return "not_an_image"
+    return "unexpected"
+
+
+def percent(probability: Any) -> str:
+    """``0.412`` -> ``"41%"``; tiny non-zero values read ``"<1%"`` instead of a misleading 0%."""
+    try:
+        value = float(probability)
+    except (TypeError, ValueError):
+        return ""
+    if 0 < value < 0.005:
+        return "<1%"
+    return f"{int(min(max(value, 0.0), 1.0) * 100 + 0.5)}%"
+
+
+def result_view(result: dict[str, Any], filename: str = "") -> dict[str, Any] | None:
+    """What the template shows for a function answer, or ``None`` if it is not one we understand."""
+    if not isinstance(result, dict) or result.get("status") not in ("ok", "not_recognised"):
+        return None
+    recommendation = result.get("recommendation")
+    if not isinstance(recommendation, dict):
+        return None
+    level = str(recommendation.get("level", ""))
+    predictions = [
+        {"label": str(p.get("label", "")), "probability": max(0.0, min(1.0, float(p.get("probability", 0)))),
+         "percent": percent(p.get("probability"))}
+        for p in (result.get("predictions") or [])[:4] if isinstance(p, dict)
+    ] if result.get("status") == "ok" else []
+    top = result.get("top_condition") if isinstance(result.get("top_condition"), dict) else None
+    model = result.get("model") if isinstance(result.get("model"), dict) else {}
+    return {
+        "status": result["status"],
+        "level": level if level in LEVEL_HEADINGS else "unknown",
+        "heading": LEVEL_HEADINGS.get(level, DEFAULT_HEADING),
+        "message": str(recommendation.get("message", "")),
+        "retake": result["status"] == "not_recognised" or level == "retake",
+        "predictions": predictions,
+        "top": {"label": str(top.get("label", "")), "description": str(top.get("description", ""))} if top else None,
+        "disclaimer": str(result.get("disclaimer", "")),
+        "model": " ".join(str(model.get(key, "")) for key in ("name", "version")).strip(),
+        "filename": filename,
+    }
+
+
+# An empty result with every part present: the browser script clones it and removes what it needs not.
+SKELETON_VIEW = {"status": "", "level": "unknown", "heading": "", "message": "", "retake": True,
+                 "predictions": [{"label": "", "probability": 0, "percent": ""}],
+                 "top": {"label": "", "description": ""}, "disclaimer": "", "model": " ", "filename": " "}
+
+
+def page_texts() -> dict[str, Any]:
+    """The display words the browser script needs, embedded in the page as a JSON data block."""
+    return {"levels": LEVEL_HEADINGS, "defaultHeading": DEFAULT_HEADING, "errors": ERROR_MESSAGES,
+            "errorAliases": ERROR_ALIASES, "maxBytes": MAX_UPLOAD_BYTES,
+            "timeoutMs": int(FUNCTION_TIMEOUT_S * 1000)}
+
+
+def origin_of(url: str) -> str:
+    """``https://host:port`` of an absolute URL, for the CSP; ``'self'`` for a relative one."""
+    parts = urlsplit(url)
+    if parts.scheme in ("http", "https") and parts.netloc:
+        return f"{parts.scheme}://{parts.netloc}"
+    return "'self'"
+
+
+def content_security_policy(connect_src: str) -> str:
+    return "; ".join([
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' blob:",
+        f"connect-src {connect_src}",
+        "form-action 'self'",
+        "base-uri 'none'",
+        "frame-ancestors 'none'",
+    ])
+
+
+# The static copy of the page cannot send headers; a meta policy covers what it can.
+STATIC_CSP = "; ".join([
+    "default-src 'none'", "script-src 'self'", "style-src 'self'", "img-src 'self' blob:",
+    "connect-src https: http://localhost:* http://127.0.0.1:*", "form-action 'none'", "base-uri 'none'",
+])
+
+
+class FunctionError(Exception):
+    def __init__(self, code: str, status: int) -> None:
+        super().__init__(code)
+        self.code, self.status = code, status
+
+
+_SAFE_MIMETYPE = re.compile(r"^[A-Za-z0-9.+-]+/[A-Za-z0-9.+-]+$")
+
+
+def call_function(url: str, data: bytes, mimetype: str, timeout: float = FUNCTION_TIMEOUT_S) -> dict[str, Any]:
+    """POST the photo to the classify function as multipart field ``image``; its JSON answer.
+
+    Raises :class:`FunctionError` with a message key for every way this can fail.
+    """
+    mimetype = mimetype if _SAFE_MIMETYPE.match(mimetype or "") else "application/octet-stream"
+    boundary = "skinscan-" + secrets.token_hex(16)
+    body = b"".join([
+        f"--{boundary}\r\n".encode(),
+        b'Content-Disposition: form-data; name="image"; filename="photo"\r\n',
+        f"Content-Type: {mimetype}\r\n\r\n".encode(),
+        data,
+        f"\r\n--{boundary}--\r\n".encode(),
+    ])
+    request = urllib.request.Request(url, data=body, method="POST", headers={
+        "Content-Type": f"multipart/form-data; boundary={boundary}", "Accept": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            answer = json.loads(response.read(MAX_ANSWER_BYTES))
+    except urllib.error.HTTPError as error:
+        try:
+            code = json.loads(error.read(MAX_ANSWER_BYTES))["error"]["code"]
+        except Exception:
+            code = None
+        finally:
+            error.close()
+        raise FunctionError(error_code(code, error.code), 503 if error.code >= 500 else error.code) from None
+    except (TimeoutError, socket.timeout):
+        raise FunctionError("timeout", 504) from None
+    except urllib.error.URLError as error:
+        code = "timeout" if isinstance(error.reason, (TimeoutError, socket.timeout)) else "unavailable"
+        raise FunctionError(code, 504 if code == "timeout" else 503) from None
+    except (ValueError, OSError):  # bad URL, broken connection, answer that is not JSON
+        raise FunctionError("unexpected", 502) from None
+    return answer
+
+
+class InMemoryRequest(flask.Request):
+    """Keep uploaded files in memory: Werkzeug would spool large ones to a temporary file on disk."""
+
+    def _get_file_stream(self, total_content_length, content_type, filename=None, content_length=None):
+        return io.BytesIO()
+
+
+def create_app(function_url: str | None = None) -> flask.Flask:
+    """The page's Flask app, calling the classify function at ``function_url``.
+
+    Without an argument the URL comes from ``SKINSCAN_FUNCTION_URL`` (default: the local stack's
+    ``http://127.0.0.1:8080/``).
+    """
+    app = flask.Flask(__name__, static_folder=str(STATIC_DIR), static_url_path="")
+    app.request_class = InMemoryRequest
+    url = function_url or os.environ.get("SKINSCAN_FUNCTION_URL") or DEFAULT_FUNCTION_URL
+    app.config["SKINSCAN_FUNCTION_URL"] = url
+    # Room for the multipart envelope around a photo at the limit; the photo itself is checked below.
+    app.config["MAX_CONTENT_LENGTH"] = MAX_UPLOAD_BYTES + 256 * 1024
+    csp = content_security_policy(origin_of(url))
+
+    def page(status: int = 200, result: dict[str, Any] | None = None, error: str | None = None):
+        html = render_page(result=result, error=error)
+        return flask.Response(html, status=status, mimetype="text/html")
+
+    @app.get("/")
+    def index():
+        return page()
+
+    @app.post("/")
+    def upload():
+        try:
+            uploads = [f for f in flask.request.files.getlist("image") if f and f.filename]
+        except RequestEntityTooLarge:
+            return page(413, error="too_large")
+        if not uploads:
+            return page(400, error="missing_image")
+        upload = uploads[0]
+        data = upload.read(MAX_UPLOAD_BYTES + 1)
+        if len(data) > MAX_UPLOAD_BYTES:
+            return page(413, error="too_large")
+        if not data:
+            return page(400, error="empty_image")
+        try:
+            answer = call_function(url, data, upload.mimetype)
+        except FunctionError as failure:
+            return page(failure.status, error=failure.code)
+        view = result_view(answer, filename=upload.filename or "")
+        if view is None:
+            return page(502, error="unexpected")
+        return page(result=view)
+
+    @app.get("/config.js")
+    def config_js():
+        body = f"window.SKINSCAN_CONFIG = {json.dumps({'functionUrl': url})};\n"
+        return flask.Response(body, mimetype="text/javascript", headers={"Cache-Control": "no-store"})
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException):
+        if error.code == 413:
+            return page(413, error="too_large")
+        return page(error.code or 500, error="not_found" if error.code in (404, 405) else "unexpected")
+
+    @app.errorhandler(Exception)
+    def unexpected(_error: Exception):  # a bug still gets a friendly page, never a stack trace
+        app.logger.error("unexpected error in the upload page: %s", type(_error).__name__)
+        return page(500, error="unexpected")
+
+    @app.after_request
+    def security_headers(response: flask.Response) -> flask.Response:
+        response.headers["Content-Security-Policy"] = csp
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["X-Frame-Options"] = "DENY"
+        if response.mimetype == "text/html":
+            response.headers["Cache-Control"] = "no-store"
+        return response
+
+    return app
+
+
+_environment = None
+
+
+def render_page(result: dict[str, Any] | None = None, error: str | None = None,
+                static_site: bool = False) -> str:
+    """The page, optionally with a server-rendered result or error. Autoescaped Jinja throughout."""
+    global _environment
+    if _environment is None:
+        import jinja2
+
+        _environment = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"),
+                                          autoescape=True, trim_blocks=True, lstrip_blocks=True,
+                                          keep_trailing_newline=True)
+    template = _environment.get_template("page.html")
+    return template.render(
+        result=result, skeleton=SKELETON_VIEW, error=ERROR_MESSAGES[error] if error else None, error_footer=ERROR_FOOTER,
+        static_site=static_site, static_csp=STATIC_CSP, tips=RETAKE_TIPS,
+        texts=page_texts(), max_mb=MAX_UPLOAD_BYTES // (1024 * 1024),
+    )
+
+
+def write_static_index(path: Path = STATIC_DIR / "index.html") -> Path:
+    """Regenerate ``web/static/index.html`` (the static-host copy of the page) from the template."""
+    path.write_text(render_page(static_site=True), encoding="utf-8")
+    return path

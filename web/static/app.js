@@ -1,0 +1,234 @@
+/* skinscan upload page: sends the chosen photo straight to the classify function and shows its
+ * answer. Data is only ever written with textContent, never as HTML. Nothing is stored: no
+ * cookies, no local storage; the photo lives in memory until the page is closed.
+ * Without JavaScript (or without fetch) the form posts to the server, which renders the same blocks.
+ */
+(function () {
+  "use strict";
+
+  if (!window.fetch || !window.FormData || !window.AbortController || !("content" in document.createElement("template"))) {
+    return; // the plain form still works where a server renders it
+  }
+
+  var config = window.SKINSCAN_CONFIG || {};
+  var texts = JSON.parse(document.getElementById("skinscan-texts").textContent);
+
+  var form = document.getElementById("upload-form");
+  var inputs = [document.getElementById("photo"), document.getElementById("camera")];
+  var dropzone = document.getElementById("dropzone");
+  var preview = document.getElementById("preview");
+  var previewImage = document.getElementById("preview-image");
+  var previewName = document.getElementById("preview-name");
+  var analyseButton = document.getElementById("analyse");
+  var region = document.getElementById("result");
+
+  var chosen = null;      // the File to send
+  var previewUrl = null;  // its object URL, revoked when replaced
+  var busy = false;
+  var analyseLabel = analyseButton.textContent;
+
+  function clone(id) {
+    return document.getElementById(id).content.firstElementChild.cloneNode(true);
+  }
+
+  function fill(root, slot, text) {
+    var element = root.querySelector('[data-slot="' + slot + '"]');
+    if (element) element.textContent = text == null ? "" : String(text);
+  }
+
+  function removePart(root, part) {
+    var element = root.querySelector('[data-part="' + part + '"]');
+    if (element) element.remove();
+  }
+
+  function show(element, focus) {
+    region.replaceChildren(element);
+    if (focus) {
+      var heading = element.querySelector("[tabindex='-1']");
+      if (heading) heading.focus({ preventScroll: true });
+      element.scrollIntoView({ behavior: "smooth", block: "start" });
+    }
+  }
+
+  function percent(probability) {
+    var value = Number(probability);
+    if (!isFinite(value)) return "";
+    if (value > 0 && value < 0.005) return "<1%";
+    return Math.round(Math.min(Math.max(value, 0), 1) * 100) + "%";
+  }
+
+  function errorKey(code, status) {
+    code = texts.errorAliases[code] || code;
+    if (code && texts.errors[code]) return code;
+    if (status === 413) return "too_large";
+    if (status === 415) return "not_an_image";
+    if (status === 502 || status === 503 || status === 504) return "unavailable";
+    return "unexpected";
+  }
+
+  function showError(key, focus) {
+    var box = clone("error-template");
+    fill(box, "error-message", texts.errors[key] || texts.errors.unexpected);
+    show(box, focus);
+  }
+
+  function showResult(result, filename) {
+    var recommendation = result && result.recommendation;
+    if (!result || (result.status !== "ok" && result.status !== "not_recognised") ||
+        !recommendation || typeof recommendation !== "object") {
+      showError("unexpected", true);
+      return;
+    }
+    var level = String(recommendation.level || "");
+    var view = clone("result-template");
+    view.className = "result level-" + (texts.levels[level] ? level : "unknown");
+    fill(view, "heading", texts.levels[level] || texts.defaultHeading);
+    fill(view, "message", recommendation.message);
+
+    var retake = result.status === "not_recognised" || level === "retake";
+    if (!retake) removePart(view, "tips");
+
+    var top = result.top_condition;
+    if (top && typeof top === "object") {
+      fill(view, "top-label", top.label);
+      fill(view, "top-description", top.description);
+    } else {
+      removePart(view, "top");
+    }
+
+    var predictions = result.status === "ok" && Array.isArray(result.predictions) ? result.predictions.slice(0, 4) : [];
+    if (predictions.length) {
+      var row = view.querySelector('[data-part="prediction"]');
+      var list = row.parentNode;
+      row.remove();
+      predictions.forEach(function (prediction) {
+        var item = row.cloneNode(true);
+        var probability = Math.min(Math.max(Number(prediction && prediction.probability) || 0, 0), 1);
+        fill(item, "label", prediction && prediction.label);
+        fill(item, "percent", percent(probability));
+        item.querySelector("meter").value = probability;
+        list.appendChild(item);
+      });
+    } else {
+      removePart(view, "predictions");
+    }
+
+    fill(view, "disclaimer", result.disclaimer);
+    if (filename) fill(view, "filename", filename); else removePart(view, "filename");
+    var model = result.model && typeof result.model === "object"
+      ? [result.model.name, result.model.version].filter(Boolean).join(" ") : "";
+    if (model) fill(view, "model", model); else removePart(view, "model");
+    show(view, true);
+  }
+
+  function setBusy(value) {
+    busy = value;
+    form.classList.toggle("is-busy", value);
+    region.setAttribute("aria-busy", value ? "true" : "false");
+    analyseButton.disabled = value;
+    analyseButton.textContent = value ? "Analysing…" : analyseLabel;
+    inputs.forEach(function (input) { if (input) input.disabled = value; });
+  }
+
+  function choose(file) {
+    if (previewUrl) URL.revokeObjectURL(previewUrl);
+    previewUrl = null;
+    chosen = null;
+    preview.hidden = true;
+    region.replaceChildren();
+    if (!file) return;
+    if (file.size > texts.maxBytes) { showError("too_large", false); return; }
+    if (file.size === 0) { showError("empty_image", false); return; }
+    if (file.type && file.type.indexOf("image/") !== 0) { showError("not_an_image", false); return; }
+    chosen = file;
+    previewUrl = URL.createObjectURL(file);
+    previewImage.hidden = false;
+    previewImage.src = previewUrl;
+    previewName.textContent = file.name || "Your photo";
+    preview.hidden = false;
+  }
+
+  previewImage.addEventListener("error", function () {
+    // e.g. a format the browser cannot display; the function may still read it
+    previewImage.hidden = true;
+    previewName.textContent = (chosen && chosen.name ? chosen.name + ": " : "") + "no preview available.";
+  });
+
+  inputs.forEach(function (input) {
+    if (!input) return;
+    input.addEventListener("change", function () {
+      inputs.forEach(function (other) { if (other && other !== input) other.value = ""; });
+      choose(input.files && input.files[0]);
+    });
+  });
+
+  // Drag and drop: anywhere on the drop zone; stop the browser from opening files dropped elsewhere.
+  ["dragenter", "dragover"].forEach(function (type) {
+    dropzone.addEventListener(type, function (event) {
+      event.preventDefault();
+      if (!busy) dropzone.classList.add("is-dragging");
+    });
+  });
+  ["dragleave", "dragend", "drop"].forEach(function (type) {
+    dropzone.addEventListener(type, function () { dropzone.classList.remove("is-dragging"); });
+  });
+  dropzone.addEventListener("drop", function (event) {
+    event.preventDefault();
+    if (busy) return;
+    var files = event.dataTransfer && event.dataTransfer.files;
+    if (files && files.length) {
+      inputs.forEach(function (input) { if (input) input.value = ""; });
+      choose(files[0]);
+    }
+  });
+  ["dragover", "drop"].forEach(function (type) {
+    document.addEventListener(type, function (event) {
+      if (!dropzone.contains(event.target)) event.preventDefault();
+    });
+  });
+
+  async function analyse(file) {
+    if (!config.functionUrl) { showError("not_configured", true); return; }
+    var body = new FormData();
+    body.append("image", file, file.name || "photo");
+    var controller = new AbortController();
+    var timeoutMs = Number(config.timeoutMs) || texts.timeoutMs || 30000;  // config may override
+    var timer = setTimeout(function () { controller.abort(); }, timeoutMs);
+    setBusy(true);
+    var analysing = clone("analysing-template");
+    show(analysing, false);
+    analysing.scrollIntoView({ behavior: "smooth", block: "nearest" });
+    try {
+      var response = await fetch(config.functionUrl, {
+        method: "POST", body: body, signal: controller.signal,
+        credentials: "omit", cache: "no-store", referrerPolicy: "no-referrer", mode: "cors",
+        headers: { "Accept": "application/json" }
+      });
+      var answer = null;
+      try { answer = await response.json(); } catch (ignored) { answer = null; }
+      if (!response.ok) {
+        var code = answer && answer.error && answer.error.code;
+        showError(errorKey(code, response.status), true);
+      } else {
+        showResult(answer, file.name);
+      }
+    } catch (error) {
+      showError(error && error.name === "AbortError" ? "timeout" : "network", true);
+    } finally {
+      clearTimeout(timer);
+      setBusy(false);
+    }
+  }
+
+  form.addEventListener("submit", function (event) {
+    event.preventDefault();
+    if (busy) return;
+    if (!chosen) {
+      showError("missing_image", true);
+      return;
+    }
+    analyse(chosen);
+  });
+
+  form.classList.add("has-js");
+})();
