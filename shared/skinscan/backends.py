@@ -82,26 +82,37 @@ def _threads() -> int:
     return int(os.environ.get("SKINSCAN_THREADS") or min(4, os.cpu_count() or 1))
 
 
-def load_backend(model_path: str | Path, manifest: dict, preference: str = "auto") -> Backend:
-    """The backend for a verified model.
+def litert_available() -> bool:
+    import importlib.util
 
-    ``auto`` takes the manifest's fast form when its file is present, hashes
-    to the manifest's value and the LiteRT runtime is installed; otherwise the
-    ``.h5`` through Keras. ``keras`` and ``litert`` force one.
+    return importlib.util.find_spec("ai_edge_litert") is not None
+
+
+def load_backend(model_path: str | Path, manifest: dict, preference: str = "auto") -> Backend:
+    """The backend for a model, after checking the file it will run against the manifest.
+
+    ``auto`` takes the manifest's verified fast form when its file is present,
+    hashes to the manifest's value and the LiteRT runtime is installed;
+    otherwise the ``.h5`` through Keras. ``keras`` and ``litert`` force one.
+    Raises :class:`~skinscan.manifest.ManifestError` when no usable, verified
+    file is there.
     """
-    from .manifest import sha256_file
+    from .manifest import ManifestError, sha256_file, verify_model_file
 
     if preference not in ("auto", "keras", "litert"):
         raise ValueError(f"unknown backend {preference!r}")
     fast = manifest.get("fast_path")
-    if preference in ("auto", "litert") and fast:
+    if preference in ("auto", "litert") and fast and litert_available():
         fast_file = Path(model_path).with_name(fast["file"])
-        try:
-            if fast_file.is_file() and sha256_file(fast_file) == fast["sha256"]:
-                return LiteRTBackend(fast_file)
-        except ImportError:
-            if preference == "litert":
-                raise
+        if fast_file.is_file() and sha256_file(fast_file) == fast["sha256"]:
+            return LiteRTBackend(fast_file)
     if preference == "litert":
-        raise FileNotFoundError("the manifest lists no verified fast form beside this model")
-    return KerasBackend(model_path)
+        raise ManifestError("no verified fast form (or no LiteRT runtime) for this model")
+    if not Path(model_path).is_file():
+        raise ManifestError(f"model file not found: {model_path}")
+    verify_model_file(model_path, manifest)
+    try:
+        return KerasBackend(model_path)
+    except ImportError:
+        raise ManifestError("this model needs Keras/TensorFlow (pip install skinscan[keras]), "
+                            "or a verified fast form beside it") from None

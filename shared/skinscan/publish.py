@@ -10,8 +10,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from .manifest import ManifestError, manifest_path_for, read_manifest, verify_model_file
-from .store import manifest_key_for, s3_client, split_s3_uri
+from .manifest import ManifestError, manifest_path_for, read_manifest, sha256_file, verify_model_file
+from .store import manifest_key_for, s3_client, sibling_key, split_s3_uri
 
 
 class PublishError(RuntimeError):
@@ -32,20 +32,30 @@ def publish_model(model_path: str | Path, destination: str, client=None) -> str:
     try:
         manifest = read_manifest(manifest_path_for(model_path))
         verify_model_file(model_path, manifest)
-    except ManifestError as error:
+        fast = manifest.get("fast_path")
+        if fast and sha256_file(model_path.with_name(fast["file"])) != fast["sha256"]:
+            raise ManifestError(f"{fast['file']} does not match the manifest's fast_path sha256")
+    except (ManifestError, FileNotFoundError) as error:
         raise PublishError(f"not publishing: {error}") from None
     bucket, prefix = split_s3_uri(destination.rstrip("/") + "/" + model_path.name
                                   if destination.endswith("/") else destination)
     key = prefix if prefix.endswith(".h5") else prefix.rstrip("/") + "/" + model_path.name
     client = client or s3_client()
-    extra = {"ContentType": "application/x-hdf5", "Metadata": {"sha256": manifest["sha256"]}}
-    client.upload_file(str(model_path), bucket, key, ExtraArgs=extra)
-    stored = object_sha256(client, bucket, key)
-    if stored != manifest["sha256"]:
-        client.delete_object(Bucket=bucket, Key=key)
-        raise PublishError(f"s3://{bucket}/{key} hashes to {stored[:12]}…, not {manifest['sha256'][:12]}…: "
-                           "the upload was altered; it has been removed and the manifest not written")
-    # The manifest goes last: containers only ever see a manifest whose model is already in place.
+    _upload_verified(client, model_path, bucket, key, manifest["sha256"], "application/x-hdf5")
+    fast = manifest.get("fast_path")
+    if fast:  # the verified LiteRT form that serving prefers
+        _upload_verified(client, model_path.with_name(fast["file"]), bucket, sibling_key(key, fast["file"]),
+                         fast["sha256"], "application/octet-stream")
+    # The manifest goes last: containers only ever see a manifest whose files are already in place.
     client.upload_file(str(manifest_path_for(model_path)), bucket, manifest_key_for(key),
                        ExtraArgs={"ContentType": "application/json"})
     return f"s3://{bucket}/{key}"
+
+
+def _upload_verified(client, path: Path, bucket: str, key: str, sha256: str, content_type: str) -> None:
+    client.upload_file(str(path), bucket, key, ExtraArgs={"ContentType": content_type, "Metadata": {"sha256": sha256}})
+    stored = object_sha256(client, bucket, key)
+    if stored != sha256:
+        client.delete_object(Bucket=bucket, Key=key)
+        raise PublishError(f"s3://{bucket}/{key} hashes to {stored[:12]}…, not {sha256[:12]}…: "
+                           "the upload was altered; it has been removed and the manifest not written")

@@ -12,6 +12,7 @@ import logging
 import threading
 
 from .classifier import Classifier
+from .manifest import ManifestError
 from .store import ModelUnavailable, model_uri, resolve
 
 log = logging.getLogger("skinscan")
@@ -32,6 +33,8 @@ def get_classifier() -> Classifier:
                 _classifier = Classifier.load(resolved.path, resolved.manifest)
             except ModelUnavailable:
                 raise
+            except ManifestError as error:
+                raise ModelUnavailable(str(error)) from None
             except Exception as error:  # a broken file must never take the process down
                 log.exception("model load failed")
                 raise ModelUnavailable(f"the model could not be loaded: {type(error).__name__}") from None

@@ -8,6 +8,7 @@ matches, so a swapped or corrupted object is never served.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from .backends import litert_available
 from .manifest import ManifestError, manifest_path_for, read_manifest, sha256_file, validate
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -47,12 +49,7 @@ def resolve(uri: str | None = None) -> ResolvedModel:
         if uri.startswith("s3://"):
             return _from_s3(uri)
         path = Path(uri).expanduser()
-        manifest = read_manifest(manifest_path_for(path))
-        if not path.is_file():
-            raise ModelUnavailable(f"model file not found: {path}")
-        if sha256_file(path) != manifest["sha256"]:
-            raise ModelUnavailable(f"model file {path.name} does not match its manifest's sha256")
-        return ResolvedModel(path, manifest, str(path))
+        return ResolvedModel(path, read_manifest(manifest_path_for(path)), str(path))
     except ManifestError as error:
         raise ModelUnavailable(str(error)) from None
 
@@ -74,14 +71,17 @@ def split_s3_uri(uri: str) -> tuple[str, str]:
     return parsed.netloc, parsed.path.lstrip("/")
 
 
+def sibling_key(key: str, name: str) -> str:
+    """The key of file ``name`` in the same S3 "folder" as ``key``."""
+    return f"{key.rsplit('/', 1)[0]}/{name}" if "/" in key else name
+
+
 def manifest_key_for(key: str) -> str:
     stem = key[:-3] if key.endswith(".h5") else key
     return stem + ".json"
 
 
 def _from_s3(uri: str) -> ResolvedModel:
-    import json
-
     from botocore.exceptions import BotoCoreError, ClientError
 
     bucket, key = split_s3_uri(uri)
@@ -94,23 +94,39 @@ def _from_s3(uri: str) -> ResolvedModel:
         raise ModelUnavailable(f"cannot read the model manifest from {uri}: {_describe(error)}") from None
     except (ValueError, ManifestError) as error:
         raise ModelUnavailable(f"the model manifest at {uri} is invalid: {error}") from None
+    folder = cache_dir() / manifest["sha256"]
+    model_path = folder / Path(key).name
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest_path_for(model_path).write_bytes(body)
+    fast = manifest.get("fast_path")
+    if fast and litert_available():
+        # The verified fast form is all that serving needs; the .h5 is the fallback.
+        try:
+            _fetch_verified(client, bucket, sibling_key(key, fast["file"]), folder / fast["file"], fast["sha256"], uri)
+            return ResolvedModel(model_path, manifest, uri)
+        except ModelUnavailable:
+            pass
+    _fetch_verified(client, bucket, key, model_path, manifest["sha256"], uri)
+    return ResolvedModel(model_path, manifest, uri)
 
-    target = cache_dir() / manifest["sha256"] / Path(key).name
-    if target.is_file() and sha256_file(target) == manifest["sha256"]:
-        return ResolvedModel(target, manifest, uri)  # a warm container's /tmp still has it
+
+def _fetch_verified(client, bucket: str, key: str, target: Path, sha256: str, uri: str) -> None:
+    """Download ``key`` to ``target`` unless a verified copy is cached; refuse a wrong hash."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    if target.is_file() and sha256_file(target) == sha256:
+        return  # a warm container's /tmp still has it
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(".partial")
+    partial = target.with_name(target.name + ".partial")
     try:
         client.download_file(bucket, key, str(partial))
     except (BotoCoreError, ClientError) as error:
         partial.unlink(missing_ok=True)
-        raise ModelUnavailable(f"cannot download the model from {uri}: {_describe(error)}") from None
-    if sha256_file(partial) != manifest["sha256"]:
+        raise ModelUnavailable(f"cannot download s3://{bucket}/{key} for {uri}: {_describe(error)}") from None
+    if sha256_file(partial) != sha256:
         partial.unlink(missing_ok=True)
-        raise ModelUnavailable(f"the model at {uri} does not match its manifest's sha256; refusing it")
+        raise ModelUnavailable(f"s3://{bucket}/{key} does not match its manifest's sha256; refusing it")
     partial.replace(target)
-    (target.parent / manifest_path_for(target).name).write_text(json.dumps(manifest))
-    return ResolvedModel(target, manifest, uri)
 
 
 def _describe(error: Exception) -> str:

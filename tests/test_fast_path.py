@@ -1,0 +1,85 @@
+"""The derived LiteRT form: verified against the .h5, preferred when present, refused when altered."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import boto3
+import numpy as np
+import pytest
+
+from conftest import SKIN9, needs_skin9
+from skinscan.classifier import Classifier
+from skinscan.fastpath import derive, sample_batches
+from skinscan.manifest import manifest_path_for, read_manifest
+from skinscan.store import resolve
+
+pytest.importorskip("ai_edge_litert", reason="the LiteRT runtime (skinscan[serve]) is not installed")
+
+
+@pytest.fixture(scope="module")
+def fast_model(fixture_model, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("fast")
+    model = folder / fixture_model.name
+    shutil.copy(fixture_model, model)
+    shutil.copy(manifest_path_for(fixture_model), manifest_path_for(model))
+    record = derive(model, sample_batches(model, None, None))
+    assert record["verified"]["accepted"], record
+    return model
+
+
+def test_the_fast_form_matches_the_h5_and_is_recorded_in_the_manifest(fast_model):
+    fast = read_manifest(manifest_path_for(fast_model))["fast_path"]
+    assert fast["kind"] == "litert-float32"
+    assert fast["verified"]["top1_agreement"] == 1.0
+    assert fast["verified"]["max_abs_difference"] <= 1e-4
+    assert (fast_model.parent / fast["file"]).is_file()
+
+
+def test_serving_prefers_the_fast_form_and_answers_like_keras(fast_model, photo):
+    fast = Classifier.load(fast_model)
+    reference = Classifier.load(fast_model, backend="keras")
+    assert fast.backend.name == "litert-float32" and reference.backend.name == "keras-h5"
+    a, b = fast.classify_bytes(photo), reference.classify_bytes(photo)
+    assert [p["label"] for p in a["predictions"]] == [p["label"] for p in b["predictions"]]
+    assert np.allclose([p["probability"] for p in a["predictions"]],
+                       [p["probability"] for p in b["predictions"]], atol=1e-4)
+
+
+def test_an_altered_fast_form_is_ignored_and_the_h5_serves(fast_model, tmp_path):
+    folder = tmp_path / "altered"
+    shutil.copytree(fast_model.parent, folder)
+    fast_file = folder / read_manifest(manifest_path_for(fast_model))["fast_path"]["file"]
+    fast_file.write_bytes(fast_file.read_bytes()[:-8] + b"tampered")
+    assert Classifier.load(folder / fast_model.name).backend.name == "keras-h5"
+
+
+def test_from_s3_only_the_verified_fast_form_is_downloaded(moto_s3, fast_model, tmp_path):
+    from skinscan.publish import publish_model
+
+    boto3.client("s3").create_bucket(Bucket="models")
+    uri = publish_model(fast_model, "s3://models/v1/")
+    resolved = resolve(uri)
+    cached = sorted(p.name for p in resolved.path.parent.iterdir())
+    assert cached == sorted([resolved.path.with_suffix(".json").name,
+                             read_manifest(manifest_path_for(fast_model))["fast_path"]["file"]])
+    assert Classifier.load(resolved.path, resolved.manifest).backend.name == "litert-float32"
+
+
+@needs_skin9
+def test_shipped_fast_form_agrees_with_the_h5_on_real_photos():
+    from skinscan.fastpath import agreement, fast_path_for
+    from skinscan.store import SHIPPED_MODEL
+
+    if not SHIPPED_MODEL.exists():
+        pytest.skip("no shipped model in this checkout")
+    manifest = read_manifest(manifest_path_for(SHIPPED_MODEL))
+    assert "fast_path" in manifest, "the shipped model must ship its verified fast form"
+    split = SHIPPED_MODEL.with_name(SHIPPED_MODEL.stem + ".split.json")
+    check = agreement(SHIPPED_MODEL, SHIPPED_MODEL.with_name(manifest["fast_path"]["file"]),
+                      sample_batches(SHIPPED_MODEL, SKIN9, split, limit=60))
+    assert check["images"] == 60
+    assert check["top1_agreement"] == 1.0
+    assert check["max_abs_difference"] <= manifest["fast_path"]["verified"]["tolerance"]
+    print(json.dumps(check))
