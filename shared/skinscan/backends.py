@@ -102,7 +102,8 @@ def load_backend(model_path: str | Path, manifest: dict, preference: str = "auto
     if preference not in ("auto", "keras", "litert"):
         raise ValueError(f"unknown backend {preference!r}")
     fast = manifest.get("fast_path")
-    if preference in ("auto", "litert") and fast and litert_available():
+    if (preference in ("auto", "litert") and fast and fast.get("derived_from") == manifest["sha256"]
+            and litert_available()):
         fast_file = Path(model_path).with_name(fast["file"])
         if fast_file.is_file() and sha256_file(fast_file) == fast["sha256"]:
             return LiteRTBackend(fast_file)

@@ -97,6 +97,8 @@ def calibrate(model_path: Path, data: Path, split_file: Path, *, referral_target
                 else new_manifest(model_path, preprocessing.to_dict(), version or model_path.stem))
     manifest.update(new_manifest(model_path, preprocessing.to_dict(), version or manifest["version"],
                                  training=manifest.get("training") or training_summary(model_path)))
+    if manifest.get("fast_path", {}).get("derived_from") != manifest["sha256"]:
+        manifest.pop("fast_path", None)  # derived from other weights: derive it again after calibrating
 
     def scored(part: str):
         samples = split[part]

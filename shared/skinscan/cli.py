@@ -66,6 +66,13 @@ def main(argv: list[str] | None = None) -> int:
                          help="take the DenseNet121 row from this trained model instead of training one")
     compare.set_defaults(run=run_compare)
 
+    optimize = commands.add_parser("optimize", help="derive the fast LiteRT form of a model and verify it against the .h5")
+    optimize.add_argument("--model", type=Path, required=True)
+    optimize.add_argument("--kind", default="litert-float32", choices=["litert-float32", "litert-int8"])
+    optimize.add_argument("--data", type=Path, default=DEFAULT_DATA, help="real photos to verify on (held-out split)")
+    optimize.add_argument("--split", type=Path, help="split file (default: the one beside the model)")
+    optimize.set_defaults(run=run_optimize)
+
     publish = commands.add_parser("publish-model", help="upload a model and its manifest to S3, verified")
     publish.add_argument("model", type=Path)
     publish.add_argument("destination", help="s3://bucket/prefix/ (or a full key ending in .h5)")
@@ -156,6 +163,19 @@ def run_compare(args: argparse.Namespace) -> int:
     print(table(rows), end="")
     print(f"curves: {args.out / 'training_curves.png'}")
     return 0
+
+
+def run_optimize(args: argparse.Namespace) -> int:
+    from .fastpath import derive, sample_batches
+
+    split = _split_for(args.model, args.split)
+    data = args.data if args.data.is_dir() else None
+    record = derive(args.model, sample_batches(args.model, data, split), args.kind)
+    verified = record["verified"]
+    print(f"{record['kind']}: {verified['images']} {'real' if data else 'generated'} photos, top-1 agreement "
+          f"{verified['top1_agreement']:.4f}, max |Δp| {verified['max_abs_difference']:.2e} "
+          f"(tolerance {verified['tolerance']:g}) -> {'accepted' if verified['accepted'] else 'REJECTED'}")
+    return 0 if verified["accepted"] else 1
 
 
 def run_publish(args: argparse.Namespace) -> int:

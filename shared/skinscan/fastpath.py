@@ -85,7 +85,7 @@ def derive(model_path: Path, batches: Iterable[np.ndarray], kind: str = "litert-
     if accepted:
         manifest_file = manifest_path_for(model_path)
         manifest = read_manifest(manifest_file)
-        manifest["fast_path"] = {k: v for k, v in record.items()}
+        manifest["fast_path"] = {**record, "derived_from": sha256_file(model_path)}
         write_manifest(manifest, manifest_file)
     else:
         target.unlink()

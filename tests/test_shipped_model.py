@@ -1,0 +1,50 @@
+"""The model the product ships: present, the seed architecture, verified, and as good as its card says."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import SKIN9, needs_skin9
+from skinscan.labels import LABELS
+from skinscan.manifest import manifest_path_for, read_manifest, sha256_file
+from skinscan.store import SHIPPED_MODEL
+
+CARD_FIGURES = SHIPPED_MODEL.with_name(SHIPPED_MODEL.stem + ".evaluation.json")
+TOLERANCE = 0.02
+
+
+def test_the_shipped_model_is_the_seed_architecture_and_matches_its_manifest():
+    import keras
+
+    manifest = read_manifest(manifest_path_for(SHIPPED_MODEL))
+    assert manifest["sha256"] == sha256_file(SHIPPED_MODEL)
+    assert manifest["labels"] == list(LABELS)
+    model = keras.models.load_model(SHIPPED_MODEL, compile=False)
+    assert model.count_params() == 7_046_729
+    assert [layer.__class__.__name__ for layer in model.layers[-3:]] == [
+        "GlobalAveragePooling2D", "Dropout", "Dense"]
+    assert model.input_shape[1] == manifest["preprocessing"]["size"]
+
+
+def test_the_shipped_model_was_trained_and_calibrated_not_left_at_random_weights():
+    manifest = read_manifest(manifest_path_for(SHIPPED_MODEL))
+    assert manifest["training"]["epochs_run"] >= 10
+    assert manifest["ood"]["method"] == "mahalanobis-subspace"
+    assert manifest["calibration"]["summary"]["fitted_on"]["temperature"] == "val"
+    figures = json.loads(CARD_FIGURES.read_text())
+    assert figures["top1_accuracy"] > 0.3  # random weights score ~0.11 on nine classes
+
+
+@needs_skin9
+def test_held_out_figures_are_at_least_what_the_model_card_claims(tmp_path):
+    from skinscan.evaluate import evaluate
+
+    claimed = json.loads(CARD_FIGURES.read_text())
+    report = evaluate(SHIPPED_MODEL, SKIN9, SHIPPED_MODEL.with_name(SHIPPED_MODEL.stem + ".split.json"), "test")
+    assert report["count"] == claimed["count"]
+    for key in ("top1_accuracy", "balanced_accuracy", "top4_accuracy", "malignant_referral", "non_skin_rejected"):
+        assert report[key] >= claimed[key] - TOLERANCE, (key, report[key], claimed[key])
+    for key in ("benign_referral", "skin_rejected"):
+        assert report[key] <= claimed[key] + TOLERANCE, (key, report[key], claimed[key])
