@@ -321,3 +321,56 @@ def test_without_javascript_the_form_posts_to_the_server(page_url, tmp_path):
         screenshot(browser, tmp_path, "no-javascript-result")
     finally:
         browser.quit()
+
+
+def test_a_large_photo_is_sent_as_a_smaller_upright_copy(driver, fixture_model, use_model, tmp_path):
+    """A 12-megapixel camera photo stored sideways (EXIF orientation 6) reaches the function
+    as a JPEG of at most 1280 px, upright, without EXIF, and is classified."""
+    import io
+
+    import numpy as np
+    from functions_framework import create_app as create_function_app
+    from PIL import Image
+    from selenium.webdriver.common.by import By
+
+    from conftest import REPO
+
+    received: list[bytes] = []
+    use_model(fixture_model)
+    function_app = create_function_app("classify", str(REPO / "functions" / "main.py"))
+
+    def recording(environ, start_response):
+        """Pass the request through unchanged, keeping a copy of the uploaded file."""
+        from werkzeug.wrappers import Request
+
+        if environ["REQUEST_METHOD"] == "POST":
+            body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+            copy = {**environ, "wsgi.input": io.BytesIO(body)}
+            received.append(Request(copy).files["image"].read())
+            environ = {**environ, "wsgi.input": io.BytesIO(body), "wsgi.input_terminated": False}
+        return function_app(environ, start_response)
+
+    function = make_server("127.0.0.1", 0, recording, threaded=True)
+    threading.Thread(target=function.serve_forever, daemon=True).start()
+    page = serve_page(f"http://127.0.0.1:{function.server_port}/")
+    try:
+        rng = np.random.default_rng(1)
+        yy, xx = np.mgrid[0:3000, 0:4000]  # stored 4000x3000, shown 3000x4000
+        skin = np.stack([180 + 40 * np.sin(xx / 50), 140 + 30 * np.cos(yy / 40), 120 + 20 * np.sin((xx + yy) / 70)], -1)
+        wide = np.clip(skin + rng.normal(0, 10, skin.shape), 0, 255).astype(np.uint8)
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        big = tmp_path / "camera.jpg"
+        Image.fromarray(wide).save(big, "JPEG", quality=90, exif=exif)
+        assert big.stat().st_size > 3 * 1024 * 1024
+
+        open_page(driver, f"http://127.0.0.1:{page.server_port}/")
+        region = upload(driver, big)
+        assert len(region.find_elements(By.CSS_SELECTOR, ".prediction")) == 4, (region.text, [len(r) for r in received], [Image.open(io.BytesIO(r)).size for r in received])
+        assert len(received) == 1
+        sent = Image.open(io.BytesIO(received[0]))
+        assert sent.format == "JPEG" and sent.size == (960, 1280)  # upright, long side 1280
+        assert 0x0112 not in sent.getexif() and len(received[0]) < 2 * 1024 * 1024
+    finally:
+        page.shutdown()
+        function.shutdown()

@@ -15,6 +15,7 @@ from typing import Any
 
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.formparser import FormDataParser
+from werkzeug.wsgi import LimitedStream
 from werkzeug.wrappers import Request, Response
 
 from .imaging import ImageError
@@ -94,10 +95,16 @@ def read_image(request: Request) -> bytes:
         raise too_large
     mimetype = request.mimetype or ""
     if mimetype == "multipart/form-data":
+        # max_form_memory_size bounds text fields, but Werkzeug also applies it to the parser's
+        # buffer, which holds each 64 KB read plus a partial boundary: at 64 KB every photo over
+        # ~64 KB was refused as too large. Werkzeug's own default (500 kB) leaves that room.
         parser = FormDataParser(stream_factory=_in_memory, max_content_length=MAX_UPLOAD_BYTES,
-                                max_form_memory_size=64 * 1024, max_form_parts=20)
+                                max_form_memory_size=500_000, max_form_parts=20)
+        # Without a Content-Length (chunked uploads) the form parser would buffer every byte
+        # sent; the cap makes it stop at the limit as the raw-body branch does.
+        stream = LimitedStream(request.stream, MAX_UPLOAD_BYTES, is_max=True)
         try:
-            _, _, files = parser.parse(request.stream, mimetype, request.content_length,
+            _, _, files = parser.parse(stream, mimetype, request.content_length,
                                        request.mimetype_params)
         except RequestEntityTooLarge:
             raise too_large from None

@@ -187,10 +187,35 @@
     });
   });
 
+  // Phone photos run to several megabytes while the model looks at a small square. A large photo
+  // is sent as a JPEG copy at most MAX_SIDE pixels on its long side: uploads stay quick and under
+  // the 6 MB request limit of serverless endpoints. The browser applies the EXIF orientation when
+  // drawing, and the copy carries no EXIF (no GPS) at all. If anything fails, the original goes.
+  var MAX_SIDE = 1280;
+  var SHRINK_FROM_BYTES = 1024 * 1024;
+
+  async function smaller(file) {
+    if (file.size < SHRINK_FROM_BYTES || !window.createImageBitmap || !HTMLCanvasElement.prototype.toBlob) return file;
+    try {
+      var bitmap = await createImageBitmap(file, { imageOrientation: "from-image" });
+      var scale = Math.min(1, MAX_SIDE / Math.max(bitmap.width, bitmap.height));
+      var canvas = document.createElement("canvas");
+      canvas.width = Math.max(1, Math.round(bitmap.width * scale));
+      canvas.height = Math.max(1, Math.round(bitmap.height * scale));
+      canvas.getContext("2d").drawImage(bitmap, 0, 0, canvas.width, canvas.height);
+      if (bitmap.close) bitmap.close();
+      var blob = await new Promise(function (resolve) { canvas.toBlob(resolve, "image/jpeg", 0.92); });
+      return blob && blob.size < file.size ? blob : file;
+    } catch (ignored) {
+      return file;
+    }
+  }
+
   async function analyse(file) {
     if (!config.functionUrl) { showError("not_configured", true); return; }
     var body = new FormData();
-    body.append("image", file, file.name || "photo");
+    var upload = await smaller(file);
+    body.append("image", upload, upload === file ? (file.name || "photo") : "photo.jpg");
     var controller = new AbortController();
     var timeoutMs = Number(config.timeoutMs) || texts.timeoutMs || 30000;  // config may override
     var timer = setTimeout(function () { controller.abort(); }, timeoutMs);

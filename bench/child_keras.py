@@ -1,0 +1,94 @@
+"""The plain-Keras baseline, as a fresh process: import, load the .h5, predict.
+
+Prints one JSON line. ``first_prediction_epoch`` is wall-clock time so the
+parent can subtract the moment it spawned this process.
+"""
+
+import json
+import os
+import sys
+import threading
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def vm_hwm_mb() -> float:
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024 / 1e6
+    return float("nan")
+
+
+def main() -> None:
+    config = json.loads(sys.argv[1])
+    started = time.time()
+    import keras
+
+    imported = time.time()
+    model = keras.models.load_model(config["model"], compile=False)
+    loaded = time.time()
+
+    from pathlib import Path
+
+    from skinscan.imaging import decode, to_model_input
+    from skinscan.imaging import Preprocessing
+    from skinscan.manifest import manifest_path_for, read_manifest
+
+    preprocessing = Preprocessing.from_dict(read_manifest(manifest_path_for(config["model"]))["preprocessing"])
+    photos = sorted(Path(config["photos"]).glob("*.jpg"))
+
+    def prepare(path):
+        return to_model_input(decode(path.read_bytes(), draft_size=max(2 * preprocessing.size, 512)), preprocessing)
+
+    model.predict(prepare(photos[0]), verbose=0)
+    first = time.time()
+    answer = {"import_s": imported - started, "load_s": loaded - imported, "first_predict_s": first - loaded,
+              "first_prediction_epoch": first, "keras": keras.__version__}
+    if not config["cold_only"]:
+        inputs = [prepare(p) for p in photos]
+        for x in inputs[:3]:
+            model.predict(x, verbose=0)
+        seconds = []
+        for i in range(config["warm"]):
+            x = inputs[i % len(inputs)]
+            t = time.perf_counter()
+            model.predict(x, verbose=0)
+            seconds.append(time.perf_counter() - t)
+        answer["warm_seconds"] = seconds
+        answer["throughput"] = [threaded(model, inputs, c, config["duration"]) for c in config["clients"]]
+    answer["peak_rss_mb"] = vm_hwm_mb()
+    print(json.dumps(answer))
+
+
+def threaded(model, inputs, clients: int, duration: float) -> dict:
+    """``clients`` threads calling model.predict back to back (the baseline's best concurrent effort)."""
+    counts, errors, finished = [0] * clients, [], [0.0] * clients
+    start = time.perf_counter()
+    stop_at = start + duration
+
+    def work(index: int) -> None:
+        k = index
+        while time.perf_counter() < stop_at:
+            try:
+                model.predict(inputs[k % len(inputs)], verbose=0)
+                counts[index] += 1
+            except Exception as error:  # Keras does not promise thread safety
+                errors.append(repr(error)[:200])
+                break
+            k += clients
+        finished[index] = time.perf_counter()
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = max(finished) - start
+    return {"clients": clients, "images": sum(counts), "seconds": elapsed,
+            "images_per_s": sum(counts) / elapsed if elapsed else float("nan"), "errors": errors[:3]}
+
+
+if __name__ == "__main__":
+    main()

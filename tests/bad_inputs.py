@@ -1,0 +1,306 @@
+"""A corpus of bad, odd and hostile uploads, generated on the fly (no committed binaries).
+
+Two kinds of case:
+
+* :data:`FILES` -- what someone might pick as "the photo": screenshots, PDFs,
+  truncated and broken files, decompression bombs, odd but valid images.
+  Every adapter sends these: the function (raw body and multipart), the
+  Lambda handler, the page's form and the bot (as a document).
+* :data:`REQUESTS` -- odd HTTP requests to the function itself: wrong or
+  missing content types, multipart without the field or with two files,
+  bodies over the size limit.
+
+Each case says what the function must answer: ``200`` (the input really is
+an image, so a result -- possibly "not recognised, retake" -- is correct) or
+a 4xx with its machine-readable code. Nothing here is ever a 5xx.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+from functools import cache
+
+import numpy as np
+from PIL import Image
+
+MB = 1024 * 1024
+LIMIT = 10 * MB  # skinscan.http_api.MAX_UPLOAD_BYTES
+OK = None  # "expect a 200 result", in the code column
+
+
+@dataclass(frozen=True)
+class FileCase:
+    """A file as a user (or attacker) would upload it."""
+
+    name: str
+    data: bytes
+    mime: str           # what a browser / Telegram would declare for it
+    filename: str
+    code: str | None    # the function's error code, or OK for a 200 result
+    status: int = 200   # the function's status
+
+    @property
+    def is_image(self) -> bool:
+        return self.code is OK
+
+
+@dataclass(frozen=True)
+class RequestCase:
+    """A whole HTTP request to the classify function: body plus headers."""
+
+    name: str
+    body: bytes
+    content_type: str | None
+    status: int
+    code: str | None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+# -- building blocks -------------------------------------------------------------------------------
+def photo(size: tuple[int, int] = (160, 120), seed: int = 0) -> Image.Image:
+    """A textured skin-toned photo with an off-centre dark spot: not symmetric under any rotation."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = np.stack([200 + 30 * np.sin(xx / 7), 150 + 25 * np.cos(yy / 5),
+                     120 + 20 * np.sin((xx + yy) / 9)], -1)
+    spot = ((xx - w / 3) ** 2 + (yy - h / 3) ** 2) < (min(w, h) / 5) ** 2
+    base[spot] *= 0.4
+    base[: h // 6, :] *= 0.8  # a darker band along the top edge
+    return Image.fromarray(np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8), "RGB")
+
+
+def save(image: Image.Image, fmt: str, **options: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def jpeg(size: tuple[int, int] = (160, 120), **options: object) -> bytes:
+    return save(photo(size), "JPEG", quality=90, **options)
+
+
+def png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+def png_bomb(width: int, height: int, complete: bool = True) -> bytes:
+    """A valid 1-bit greyscale PNG of ``width`` x ``height`` zeros: a few KB on disk.
+
+    Built by hand (streamed through zlib) so making it never allocates the image.
+    ``complete=False`` leaves the pixel data out: Pillow must refuse it from the header alone.
+    """
+    header = png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+    idat = b""
+    if complete:
+        compressor = zlib.compressobj(9)
+        row = b"\0" * (1 + (width + 7) // 8)
+        rows_per_block = max(1, (1 << 20) // len(row))
+        parts = []
+        for start in range(0, height, rows_per_block):
+            parts.append(compressor.compress(row * min(rows_per_block, height - start)))
+        parts.append(compressor.flush())
+        idat = png_chunk(b"IDAT", b"".join(parts))
+    return b"\x89PNG\r\n\x1a\n" + header + idat + png_chunk(b"IEND", b"")
+
+
+def gif_bomb() -> bytes:
+    """A 1x1 GIF whose screen and frame claim 65535 x 65535 (4.3 gigapixels)."""
+    data = bytearray(save(Image.new("P", (1, 1)), "GIF"))
+    data[6:10] = struct.pack("<HH", 65535, 65535)  # logical screen
+    frame = data.index(b"\x2c")  # the image descriptor
+    data[frame + 5:frame + 9] = struct.pack("<HH", 65535, 65535)
+    return bytes(data)
+
+
+def jpeg_bomb() -> bytes:
+    """A small JPEG whose frame header claims 65500 x 65500."""
+    data = bytearray(jpeg((16, 16)))
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5:sof + 9] = struct.pack(">HH", 65500, 65500)
+    return bytes(data)
+
+
+def exif_jpeg(orientation: int | None = None, gps: bool = False, marker: str = "") -> bytes:
+    exif = Image.Exif()
+    if orientation:
+        exif[0x0112] = orientation
+    if marker:
+        exif[0x010E] = marker  # ImageDescription
+        exif[0x013B] = marker  # Artist
+    if gps:
+        exif[0x8825] = {1: "N", 2: (51.0, 30.0, 26.4), 3: "W", 4: (0.0, 7.0, 39.9)}
+    return save(photo(), "JPEG", quality=90, exif=exif)
+
+
+def corrupt_exif_jpeg() -> bytes:
+    """A fine JPEG whose EXIF block is nonsense (some cameras and editors write such)."""
+    data = jpeg()
+    app1 = b"Exif\0\0" + b"MM\0\x2a\0\0\0\x08" + b"\xff" * 40
+    return data[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + data[2:]
+
+
+def animated_gif() -> bytes:
+    frames = [photo(seed=i).convert("P") for i in range(3)]
+    return save(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+
+
+def palette_png_with_transparency() -> bytes:
+    image = photo().convert("P")
+    return save(image, "PNG", transparency=0)
+
+
+def sixteen_bit_png() -> bytes:
+    pixels = (np.asarray(photo().convert("L"), dtype=np.uint16) * 257)
+    return save(Image.fromarray(pixels), "PNG")  # mode I;16
+
+
+def zip_file() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("photo.jpg", jpeg())
+    return buffer.getvalue()
+
+
+PDF = (b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n2 0 obj<</Type/Pages/Kids[]/Count 0>>endobj\n"
+       b"trailer<</Root 1 0 R>>\n%%EOF\n")
+HTML = b"<!doctype html><html><body><script>alert(1)</script><img src=x onerror=alert(2)></body></html>"
+SVG = (b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="100" height="100">'
+       b'<circle cx="50" cy="50" r="40" fill="brown"/></svg>')
+EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 100 100\n/Helvetica findfont 12 scalefont setfont\nshowpage\n"
+
+
+# -- the corpus ------------------------------------------------------------------------------------
+@cache
+def files() -> tuple[FileCase, ...]:
+    good = jpeg()
+    png = save(photo(), "PNG")
+    rng = np.random.default_rng(7)
+    cases = [
+        # not images at all
+        FileCase("empty file", b"", "image/jpeg", "empty.jpg", "empty_image", 400),
+        FileCase("a few random bytes", bytes(rng.integers(0, 256, 7, dtype=np.uint8)), "image/jpeg",
+                 "x.jpg", "not_an_image", 400),
+        FileCase("64 KB of random bytes", os.urandom(64 * 1024), "application/octet-stream", "blob",
+                 "not_an_image", 400),
+        FileCase("zero bytes", b"\0" * 4096, "image/png", "zeros.png", "not_an_image", 400),
+        FileCase("plain text", "a note about my mole, ünïcode ✓\n".encode() * 20, "image/jpeg",
+                 "note.jpg", "not_an_image", 400),
+        FileCase("HTML page", HTML, "image/png", "page.png", "not_an_image", 400),
+        FileCase("PDF", PDF, "image/jpeg", "scan.jpg", "not_an_image", 400),
+        FileCase("ZIP archive", zip_file(), "image/jpeg", "photos.jpg", "not_an_image", 400),
+        FileCase("SVG drawing", SVG, "image/svg+xml", "drawing.svg", "not_an_image", 400),
+        FileCase("PostScript (must never reach Ghostscript)", EPS, "image/x-eps", "x.eps",
+                 "not_an_image", 400),
+        FileCase("ICO icon (not a format we promise)", save(photo((64, 64)), "ICO"), "image/x-icon",
+                 "favicon.ico", "not_an_image", 400),
+        FileCase("TGA image (not a format we promise)", save(photo(), "TGA"), "image/x-tga", "x.tga",
+                 "not_an_image", 400),
+        # broken images
+        FileCase("JPEG, headers only", good[:200], "image/jpeg", "cut.jpg", "corrupt_image", 400),
+        FileCase("JPEG, cut in half", good[: len(good) // 2], "image/jpeg", "half.jpg", "corrupt_image", 400),
+        FileCase("PNG, cut in half", png[: len(png) // 2], "image/png", "half.png", "corrupt_image", 400),
+        FileCase("PNG, damaged pixel data", png[:100] + bytes(b ^ 0x55 for b in png[100:400]) + png[400:],
+                 "image/png", "bad.png", "corrupt_image", 400),
+        FileCase("PNG signature, nothing else", b"\x89PNG\r\n\x1a\n", "image/png", "sig.png",
+                 "not_an_image", 400),
+        # decompression bombs: tiny files that claim gigapixels
+        FileCase("PNG bomb, 20000 x 20000 header", png_bomb(20000, 20000, complete=False), "image/png",
+                 "bomb.png", "image_too_large", 400),
+        FileCase("PNG bomb, 10000 x 9000, complete", png_bomb(10000, 9000), "image/png", "bomb9k.png",
+                 "image_too_large", 400),
+        FileCase("GIF bomb, 65535 x 65535", gif_bomb(), "image/gif", "bomb.gif", "image_too_large", 400),
+        FileCase("JPEG bomb, 65500 x 65500", jpeg_bomb(), "image/jpeg", "bomb.jpg", "image_too_large", 400),
+        # odd but valid images: a result (often "not recognised, please retake") is the right answer
+        FileCase("1 x 1 JPEG", save(Image.new("RGB", (1, 1), (200, 150, 120)), "JPEG"), "image/jpeg",
+                 "dot.jpg", OK),
+        FileCase("1 x 1 transparent PNG", save(Image.new("RGBA", (1, 1), (0, 0, 0, 0)), "PNG"),
+                 "image/png", "dot.png", OK),
+        FileCase("extreme aspect ratio 8000 x 1", save(photo((8000, 1)), "PNG"), "image/png",
+                 "line.png", OK),
+        FileCase("extreme aspect ratio 2 x 6000", save(photo((2, 6000)), "JPEG"), "image/jpeg",
+                 "column.jpg", OK),
+        FileCase("CMYK JPEG", save(photo().convert("CMYK"), "JPEG"), "image/jpeg", "print.jpg", OK),
+        FileCase("16-bit greyscale PNG", sixteen_bit_png(), "image/png", "deep.png", OK),
+        FileCase("palette PNG with transparency", palette_png_with_transparency(), "image/png",
+                 "palette.png", OK),
+        FileCase("RGBA PNG screenshot", save(photo((400, 300)).convert("RGBA"), "PNG"), "image/png",
+                 "screenshot.png", OK),
+        FileCase("1-bit BMP", save(photo().convert("1"), "BMP"), "image/bmp", "scan.bmp", OK),
+        FileCase("float TIFF", save(photo().convert("F"), "TIFF"), "image/tiff", "float.tif", OK),
+        FileCase("animated GIF", animated_gif(), "image/gif", "meme.gif", OK),
+        FileCase("WebP", save(photo(), "WEBP"), "image/webp", "photo.webp", OK),
+        FileCase("lossless WebP with alpha", save(photo().convert("RGBA"), "WEBP", lossless=True),
+                 "image/webp", "alpha.webp", OK),
+        FileCase("EXIF-rotated JPEG", exif_jpeg(orientation=6), "image/jpeg", "rotated.jpg", OK),
+        FileCase("JPEG with GPS EXIF", exif_jpeg(gps=True), "image/jpeg", "gps.jpg", OK),
+        FileCase("JPEG with a corrupt EXIF block", corrupt_exif_jpeg(), "image/jpeg", "oddexif.jpg", OK),
+        FileCase("progressive JPEG", save(photo((640, 480)), "JPEG", progressive=True), "image/jpeg",
+                 "progressive.jpg", OK),
+        FileCase("MPO (a phone's multi-picture JPEG)",
+                 save(photo(), "MPO", save_all=True, append_images=[photo(seed=1)]), "image/jpeg",
+                 "portrait.jpg", OK),
+        FileCase("JPEG with a ZIP appended (polyglot)", good + zip_file(), "image/jpeg", "poly.jpg", OK),
+        FileCase("JPEG declared as PNG", good, "image/png", "wrong.png", OK),
+    ]
+    return tuple(cases)
+
+
+def multipart(parts: list[tuple[str, str | None, bytes, str | None]], boundary: str = "b0und4ry") -> tuple[bytes, str]:
+    """A multipart/form-data body from ``(field, filename, data, content_type)`` parts."""
+    chunks = []
+    for name, filename, data, content_type in parts:
+        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+        head = f"--{boundary}\r\nContent-Disposition: {disposition}\r\n"
+        if content_type:
+            head += f"Content-Type: {content_type}\r\n"
+        chunks.append(head.encode() + b"\r\n" + data + b"\r\n")
+    chunks.append(f"--{boundary}--\r\n".encode())
+    return b"".join(chunks), f"multipart/form-data; boundary={boundary}"
+
+
+@cache
+def requests() -> tuple[RequestCase, ...]:
+    good = jpeg()
+    two, two_type = multipart([("image", "a.jpg", good, "image/jpeg"), ("image", "b.jpg", good, "image/jpeg")])
+    other, other_type = multipart([("photo", "a.jpg", good, "image/jpeg")])
+    text_field, text_type = multipart([("image", None, b"not a file", None)])
+    only_end, only_end_type = multipart([])
+    over, over_type = multipart([("image", "big.jpg", b"\xff" * (LIMIT + 1), "image/jpeg")])
+    return (
+        RequestCase("no content type", good, None, 415, "unsupported_media_type"),
+        RequestCase("text/plain", good, "text/plain", 415, "unsupported_media_type"),
+        RequestCase("application/json", b'{"image": "aGVsbG8="}', "application/json", 415,
+                    "unsupported_media_type"),
+        RequestCase("urlencoded form", b"image=%FF%D8%FF", "application/x-www-form-urlencoded", 415,
+                    "unsupported_media_type"),
+        RequestCase("garbage content type", good, "\x01;;;=/", 415, "unsupported_media_type"),
+        RequestCase("octet-stream photo", good, "application/octet-stream", 200, OK),
+        RequestCase("content type with parameters, upper case", good, "IMAGE/JPEG; charset=binary; q=1",
+                    200, OK),
+        RequestCase("multipart without the image field", other, other_type, 400, "missing_image"),
+        RequestCase("multipart with two images", two, two_type, 400, "too_many_images"),
+        RequestCase("multipart with image as a text field", text_field, text_type, 400, "missing_image"),
+        RequestCase("multipart with no parts", only_end, only_end_type, 400, "missing_image"),
+        RequestCase("multipart without a boundary", good, "multipart/form-data", 400, "missing_image"),
+        RequestCase("multipart with a garbage body", os.urandom(2048), "multipart/form-data; boundary=xyz",
+                    400, "missing_image"),
+        RequestCase("multipart, file just over 10 MB", over, over_type, 413, "too_large"),
+        RequestCase("raw body, 10 MB + 1 byte", b"\xff\xd8" + b"\0" * (LIMIT - 1), "image/jpeg", 413,
+                    "too_large"),
+        RequestCase("raw body, exactly 10 MB of junk", b"\0" * LIMIT, "image/jpeg", 400, "not_an_image"),
+    )
+
+
+def big_camera_file() -> bytes:
+    """A "50 MB camera file" (mostly padding after a real JPEG)."""
+    return jpeg() + b"\0" * (50 * MB)
+
+
+def kinds() -> list[str]:
+    return [case.name for case in files()] + [case.name for case in requests()]
