@@ -268,10 +268,11 @@ class FunctionServer:
     port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
     spawned_at: float = 0.0
+    launcher: list[str] | None = None  # e.g. [python, bench/pool_server.py] for an experiment
 
     def command(self) -> list[str]:
         script = Path(PYTHON).with_name("functions-framework")
-        launcher = [str(script)] if script.exists() else [PYTHON, "-m", "functions_framework"]
+        launcher = self.launcher or ([str(script)] if script.exists() else [PYTHON, "-m", "functions_framework"])
         return launcher + ["--source", str(FUNCTION_SOURCE), "--target", "classify",
                            "--host", "127.0.0.1", "--port", str(self.port)]
 
@@ -428,7 +429,8 @@ def site_packages(venv: Path) -> Path:
 def biggest_entries(folder: Path, top: int = 8) -> list[dict[str, Any]]:
     sizes = []
     for entry in folder.iterdir():
-        if entry.name.endswith((".dist-info", ".pth")) or entry.name == "__pycache__":
+        if entry.name.endswith((".dist-info", ".pth")) or entry.name in ("__pycache__", "pip", "setuptools",
+                                                                           "_distutils_hack", "pkg_resources"):
             continue
         size = tree_bytes(entry) if entry.is_dir() else entry.stat().st_size
         sizes.append((size, entry.name))

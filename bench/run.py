@@ -107,9 +107,14 @@ def prepare_model(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         raise SystemExit(f"{model} has no verified fast form derived from this .h5 in its manifest: derive it "
                          "first (skinscan optimize --model ...); the benchmark measures the serving path")
     stand_in = built or manifest["version"] == "bench-stand-in"
+    if stand_in:
+        label = "STAND-IN (random weights; timings only, answers meaningless)"
+    elif model.resolve() == DEFAULT_MODEL.resolve():
+        label = "shipped model"
+    else:
+        label = f"model at {model}"
     return {"path": model, "manifest": manifest, "version": manifest["version"], "stand_in": stand_in,
-            "label": ("STAND-IN (random weights; timings only, answers meaningless)" if stand_in
-                      else "shipped model") + f", version {manifest['version']}",
+            "label": f"{label}, version {manifest['version']}",
             "fast_kind": manifest["fast_path"]["kind"], "input_size": manifest["preprocessing"]["size"],
             "sha256": manifest["sha256"]}
 
@@ -163,14 +168,24 @@ def hot_path(model: Path, photos: list[bytes], rounds: int) -> dict[str, Any]:
 
     # A 12-megapixel phone photo: what JPEG draft decoding saves.
     phone = h.synthetic_jpeg((4032, 3024), seed=5)
-    timings = {"draft": [], "full": [], "classify": []}
+    analysis = int(classifier.quality_rules.get("analysis_size", 256))
+    small_draft = max(2 * size, analysis)
+    timings: dict[str, list[float]] = {"draft": [], "full": [], "classify": [], "quality": [],
+                                       "small_draft": [], "small_quality": []}
     for _ in range(3):
-        t = time.perf_counter(); decode(phone, draft_size=draft); timings["draft"].append(time.perf_counter() - t)
+        t = time.perf_counter(); image = decode(phone, draft_size=draft); timings["draft"].append(time.perf_counter() - t)
+        t = time.perf_counter(); quality.measure(image); timings["quality"].append(time.perf_counter() - t)
+        t = time.perf_counter(); image = decode(phone, draft_size=small_draft)
+        timings["small_draft"].append(time.perf_counter() - t)
+        t = time.perf_counter(); quality.measure(image); timings["small_quality"].append(time.perf_counter() - t)
         t = time.perf_counter(); decode(phone); timings["full"].append(time.perf_counter() - t)
         t = time.perf_counter(); classifier.classify_bytes(phone); timings["classify"].append(time.perf_counter() - t)
-    answer["phone_12mp_ms"] = {"bytes": len(phone), "decode_with_draft": 1000 * min(timings["draft"]),
-                               "decode_full": 1000 * min(timings["full"]),
-                               "classify_bytes": 1000 * min(timings["classify"])}
+    best = {k: 1000 * min(v) for k, v in timings.items()}
+    answer["phone_12mp_ms"] = {"bytes": len(phone), "draft_size": draft, "decode_with_draft": best["draft"],
+                               "quality_after_draft": best["quality"], "decode_full": best["full"],
+                               "classify_bytes": best["classify"], "smaller_draft_size": small_draft,
+                               "decode_with_smaller_draft": best["small_draft"],
+                               "quality_after_smaller_draft": best["small_quality"]}
 
     # LiteRT thread settings: one interpreter with 1 or 2 threads, and two 1-thread interpreters in parallel.
     fast_file = model.with_name(classifier.manifest["fast_path"]["file"])
@@ -218,7 +233,8 @@ def _parallel_rate(backends: list, inputs: list, seconds: float) -> float:
 
 def serve_and_measure(name: str, uri: str, env: dict[str, str], args: argparse.Namespace, photos: list[bytes],
                       work: Path, cold_runs: int, *, latency: bool = True,
-                      clients: list[int] | None = None, duration: float | None = None) -> dict[str, Any]:
+                      clients: list[int] | None = None, duration: float | None = None,
+                      requests: int | None = None, launcher: list[str] | None = None) -> dict[str, Any]:
     """Cold-start the function ``cold_runs`` times (fresh cache each), then measure the last one warm."""
     colds, server, first = [], None, None
     for run in range(max(1, cold_runs)):
@@ -226,7 +242,7 @@ def serve_and_measure(name: str, uri: str, env: dict[str, str], args: argparse.N
             server.stop()
         cache = work / f"cache-{name}-{run}"
         server = h.FunctionServer({**env, "SKINSCAN_MODEL_URI": uri, "SKINSCAN_CACHE_DIR": str(cache)},
-                                  work / "logs")
+                                  work / "logs", launcher=launcher)
         server.start()
         first = server.first_answer(photos[run % len(photos)])
         colds.append(first["seconds"])
@@ -241,7 +257,7 @@ def serve_and_measure(name: str, uri: str, env: dict[str, str], args: argparse.N
                               "cold_median_s": sorted(colds)[len(colds) // 2]}
     try:
         if latency:
-            result["warm"] = h.sequential_latency(server.port, photos, args.requests)
+            result["warm"] = h.sequential_latency(server.port, photos, requests or args.requests)
             print(f"  [{name}] warm p50 {result['warm']['p50_ms']:.1f} ms, p95 {result['warm']['p95_ms']:.1f} ms",
                   flush=True)
         result["throughput"] = []
@@ -267,6 +283,22 @@ def cold_phases(uri: str, env: dict[str, str], photo: Path, work: Path) -> dict[
     _, _, stderr = h.run_child("child_cold.py", {"mode": "imports", "source": str(h.FUNCTION_SOURCE)},
                                python_flags=["-X", "importtime"])
     return {"phases": phases, "top_imports": h.top_imports(stderr)}
+
+
+def lambda_cold(uri: str, env: dict[str, str], photo: Path, work: Path, runs: int) -> dict[str, Any]:
+    """The Lambda entry point (infra/Dockerfile's handler): spawn -> init (model preloaded) -> first invoke."""
+    colds = []
+    for run in range(max(1, runs)):
+        marks, spawned, _ = h.run_child("child_cold.py", {"mode": "lambda", "photo": str(photo)},
+                                        env={**env, "SKINSCAN_MODEL_URI": uri,
+                                             "SKINSCAN_CACHE_DIR": str(work / f"cache-lambda-{run}")})
+        if marks["status"] != 200 or not str(marks["backend"]).startswith("litert"):
+            raise RuntimeError(f"the Lambda handler answered {marks['status']} with {marks['backend']}")
+        marks["seconds"] = marks["end_epoch"] - spawned
+        colds.append(marks)
+        print(f"  [lambda] cold start {run + 1}: {marks['seconds']:.2f} s", flush=True)
+    seconds = sorted(m["seconds"] for m in colds)
+    return {"runs": colds, "cold_median_s": seconds[len(seconds) // 2]}
 
 
 def install_sizes(work: Path) -> dict[str, Any]:
@@ -306,17 +338,39 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             print(f"fast path over HTTP ({fast_uri}) ...", flush=True)
             results["fast"] = serve_and_measure("fast", fast_uri, s3.env, args, photos, work, args.cold_runs)
             results["cold_breakdown"] = cold_phases(fast_uri, s3.env, photo_dir / "0000.jpg", work)
+            results["lambda"] = lambda_cold(fast_uri, s3.env, photo_dir / "0000.jpg", work, args.cold_runs)
             if args.threads_duration > 0:
+                # Thread settings on this box, and the proposed interpreter pool (bench/pool_server.py).
                 results["threads"] = {}
-                for n in (1, 2):
-                    print(f"SKINSCAN_THREADS={n} ...", flush=True)
-                    results["threads"][str(n)] = serve_and_measure(
-                        f"threads{n}", fast_uri, {**s3.env, "SKINSCAN_THREADS": str(n)}, args, photos, work, 1,
-                        latency=False, clients=[max(args.clients)], duration=args.threads_duration)
+                pool = [h.PYTHON, str(BENCH_DIR / "pool_server.py")]
+                for label, threads, interpreters in (("1 interpreter x 1 thread", 1, 1),
+                                                     ("1 interpreter x 2 threads", 2, 1),
+                                                     ("2 interpreters x 1 thread (pool)", 1, 2),
+                                                     ("2 interpreters x 2 threads (pool)", 2, 2)):
+                    print(f"{label} ...", flush=True)
+                    results["threads"][label] = serve_and_measure(
+                        label.split(" (")[0].replace(" ", ""), fast_uri,
+                        {**s3.env, "SKINSCAN_THREADS": str(threads), "SKINSCAN_BENCH_INTERPRETERS": str(interpreters)},
+                        args, photos, work, 1, requests=max(10, args.requests // 3),
+                        clients=[max(args.clients)], duration=args.threads_duration,
+                        launcher=pool if interpreters > 1 else None)
             if not args.skip_keras_http:
                 print("Keras through the same HTTP function (manifest without fast_path) ...", flush=True)
                 results["keras_http"] = serve_and_measure("keras-http", keras_uri, s3.env, args, photos, work,
                                                           args.cold_runs)
+            if not args.skip_int8:
+                print("int8: derive on a copy, agreement on held-out photos ...", flush=True)
+                int8 = h.run_child("child_int8.py", {"model": str(model["path"]), "folder": str(work / "int8"),
+                                                     "data": str(args.data) if args.data.is_dir() else None,
+                                                     "split": str(split) if split else None,
+                                                     "limit": args.int8_limit,
+                                                     "latency_n": max(10, args.requests // 2)}, timeout=1800)[0]
+                if int8["record"]["verified"]["accepted"]:
+                    print("  int8 accepted: publishing and serving it over HTTP ...", flush=True)
+                    int8_uri = s3.publish(Path(int8["model_copy"]), "int8")
+                    int8["http"] = serve_and_measure("int8", int8_uri, s3.env, args, photos, work, args.cold_runs,
+                                                     clients=[max(args.clients)])
+                results["int8"] = int8
 
         print("plain-Keras baseline (fresh processes) ...", flush=True)
         colds = []
@@ -334,23 +388,13 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         print(f"  [plain keras] predict p50 {full['warm']['p50_ms']:.1f} ms; "
               + ", ".join(f"{t['clients']} threads {t['images_per_s']:.1f}/s" for t in full["throughput"]), flush=True)
 
-        if not args.skip_int8:
-            print("int8: derive on a copy, agreement on held-out photos ...", flush=True)
-            int8 = h.run_child("child_int8.py", {"model": str(model["path"]), "folder": str(work / "int8"),
-                                                 "data": str(args.data) if args.data.is_dir() else None,
-                                                 "split": str(split) if split else None,
-                                                 "limit": args.int8_limit, "latency_n": max(10, args.requests // 2)},
-                               timeout=1800)[0]
-            if int8["record"]["verified"]["accepted"]:
-                print("  int8 accepted: serving it over HTTP ...", flush=True)
-                int8["http"] = serve_and_measure("int8", int8["model_copy"], {}, args, photos, work, 1, clients=[])
-            results["int8"] = int8
 
         if not args.skip_install_size:
             results["install"] = install_sizes(work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     results["training_running_at_end"] = training_running()
+    results["machine"]["load_average_at_end"] = os.getloadavg()
     results["goals"] = evaluate(results)
     return results
 
@@ -400,17 +444,24 @@ def render(r: dict[str, Any]) -> str:
     fast, base, kh = r["fast"], r["baseline"], r.get("keras_http")
     ratio = lambda a, b: f"{a / b:.2f}×" if a and b else "—"  # noqa: E731
     verdict = {g["goal"]: g["result"] for g in r["goals"]}
-    rows = [("Measure", "fast (LiteRT) via HTTP", "Keras via HTTP", "plain Keras", "fast / plain", "goal")]
+    rows = [("Measure", "fast (LiteRT) via HTTP", "Keras via HTTP", "plain Keras", "fast / plain",
+             "fast / Keras HTTP", "goal")]
     rows.append((f"cold start → first answer, median of {len(fast['cold_s'])} (s)", _f(fast["cold_median_s"], 2),
                  _f(kh["cold_median_s"], 2) if kh else "—", _f(base["cold_median_s"], 2),
                  ratio(fast["cold_median_s"], base["cold_median_s"]),
+                 ratio(fast["cold_median_s"], kh["cold_median_s"]) if kh else "—",
                  f"≤ {GOALS['cold_s']} s: {verdict['cold start to first answer, S3 pull included (s)']}"))
+    if r.get("lambda"):
+        lam = r["lambda"]["cold_median_s"]
+        rows.append(("cold start, Lambda handler in-process, S3 pull included (s)", _f(lam, 2), "—",
+                     _f(base["cold_median_s"], 2), ratio(lam, base["cold_median_s"]), "—", "(extra row)"))
     for q in ("p50", "p95"):
         key = f"{q}_ms"
         goal_text = (f"≤ {GOALS['warm_ratio']}×: {verdict['warm HTTP p50 / plain-Keras predict p50']}"
                      if q == "p50" else "")
         rows.append((f"warm latency {q}, 1 image (ms)", _f(fast["warm"][key]), _f(kh["warm"][key]) if kh else "—",
-                     _f(base["warm"][key]) + " (predict only)", ratio(fast["warm"][key], base["warm"][key]), goal_text))
+                     _f(base["warm"][key]) + " (predict only)", ratio(fast["warm"][key], base["warm"][key]),
+                     ratio(fast["warm"][key], kh["warm"][key]) if kh else "—", goal_text))
     base_tp = {t["clients"]: t for t in base["throughput"]}
     kh_tp = {t["clients"]: t for t in kh["throughput"]} if kh else {}
     for level in fast["throughput"]:
@@ -418,36 +469,42 @@ def render(r: dict[str, Any]) -> str:
         b = base_tp.get(c, {}).get("images_per_s")
         rows.append((f"throughput, {c} concurrent clients (images/s)", _f(level["images_per_s"]),
                      _f(kh_tp.get(c, {}).get("images_per_s")), _f(b) + f" ({c} threads)",
-                     ratio(level["images_per_s"], b),
+                     ratio(level["images_per_s"], b), ratio(level["images_per_s"], kh_tp.get(c, {}).get("images_per_s")),
                      f"≥ {GOALS['throughput']:.0f}: {verdict['throughput, concurrent clients (images/s)']}"
                      if level is fast["throughput"][-1] else ""))
     rows.append(("peak RSS, serving process (MB)", _f(fast["peak_rss_mb"], 0),
                  _f(kh["peak_rss_mb"], 0) if kh else "—", _f(base["peak_rss_mb"], 0),
                  ratio(fast["peak_rss_mb"], base["peak_rss_mb"]),
+                 ratio(fast["peak_rss_mb"], kh["peak_rss_mb"]) if kh else "—",
                  f"≤ {GOALS['rss_mb']:.0f}: {verdict['peak RSS of the serving process (MB)']}"))
     if r.get("install"):
         inst = r["install"]
         size, tf_size = inst["fresh_serve_venv"]["dependencies_mb"], inst["keras_baseline_closure"]["mb"]
         rows.append(("serving install (MB)", _f(size, 0) + " (fresh venv, .[serve])", "—",
-                     _f(tf_size, 0) + " (serve deps + tensorflow-cpu)", ratio(size, tf_size),
+                     _f(tf_size, 0) + " (serve deps + tensorflow-cpu)", ratio(size, tf_size), "—",
                      f"≤ {GOALS['install_mb']:.0f}: {verdict['serving install (MB)']}"))
     else:
-        rows.append(("serving install (MB)", "skipped", "—", "—", "—", "n/a"))
+        rows.append(("serving install (MB)", "skipped", "—", "—", "—", "—", "n/a"))
     int8 = r.get("int8")
     if int8:
         v = int8["record"]["verified"]
         p50 = int8.get("run_p50_ms", {})
         rows.append((f"int8: top-1 agreement with .h5 ({v['images']} {int8['photos']})", f"{v['top1_agreement']:.3f}",
                      "", f"max |Δp| {v['max_abs_difference']:.3f}", "accepted" if v["accepted"] else "REJECTED",
-                     "≥ 0.99 to ship"))
+                     "", "≥ 0.99 to ship"))
         if p50:
             rows.append(("int8 vs float32 LiteRT invoke p50 (ms)", f"{_f(p50['int8'])} vs {_f(p50['float32'])}", "",
-                         "", ratio(p50["int8"], p50["float32"]) + " of float32", ""))
+                         "", ratio(p50["int8"], p50["float32"]) + " of float32", "", ""))
         if int8.get("http"):
             w = int8["http"]["warm"]["p50_ms"]
             rows.append(("int8 warm latency p50 via HTTP (ms)", _f(w), "", _f(base["warm"]["p50_ms"]),
-                         ratio(w, base["warm"]["p50_ms"]),
+                         ratio(w, base["warm"]["p50_ms"]), "",
                          f"≤ {GOALS['warm_ratio_int8']}×: {verdict['int8 warm HTTP p50 / plain-Keras p50']}"))
+            ih = int8["http"]
+            rows.append(("int8 cold start (s) / throughput (images/s) / RSS (MB)",
+                         f"{_f(ih['cold_median_s'], 2)} / {_f(ih['throughput'][0]['images_per_s'])} / "
+                         f"{_f(ih['peak_rss_mb'], 0)}", "", "", "", "",
+                         f"file {int8['int8_bytes'] / 1e6:.1f} MB vs float32 {int8.get('float32_bytes', 0) / 1e6:.1f} MB"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["| " + " | ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)) + " |" for row in rows]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
@@ -460,7 +517,7 @@ def render_details(r: dict[str, Any]) -> str:
     if cb:
         p = cb["phases"]
         out.append("Cold start, phase by phase (fresh process, no HTTP server): "
-                   + ", ".join(f"{k.replace('_s', '')} {v:.2f} s" for k, v in p.items() if k.endswith("_s")))
+                   + ", ".join(f"{k.removesuffix('_s')} {v:.2f} s" for k, v in p.items() if k.endswith("_s")))
         out.append("Top imports of the serving entry point (python -X importtime, cumulative): "
                    + ", ".join(f"{i['package']} {i['ms']:.0f} ms" for i in cb["top_imports"][:8]))
     fast = r["fast"]
@@ -476,15 +533,18 @@ def render_details(r: dict[str, Any]) -> str:
         out.append("Hot path in-process, p50 ms: " + ", ".join(f"{k} {v:.2f}" for k, v in hp["stages_p50_ms"].items())
                    + f"; HTTP adds {fast['warm']['p50_ms'] - hp['stages_p50_ms']['total']:.1f} ms (p50 HTTP − in-process)")
         ph = hp["phone_12mp_ms"]
-        out.append(f"12 MP phone JPEG ({ph['bytes'] / 1e6:.1f} MB): decode with draft {ph['decode_with_draft']:.0f} ms "
-                   f"vs full {ph['decode_full']:.0f} ms; classify_bytes {ph['classify_bytes']:.0f} ms")
+        out.append(f"12 MP phone JPEG ({ph['bytes'] / 1e6:.1f} MB): classify_bytes {ph['classify_bytes']:.0f} ms; decode "
+                   f"with draft {ph['draft_size']} {ph['decode_with_draft']:.0f} ms + quality {ph['quality_after_draft']:.0f} ms "
+                   f"(full decode {ph['decode_full']:.0f} ms); with draft {ph['smaller_draft_size']}: decode "
+                   f"{ph['decode_with_smaller_draft']:.0f} ms + quality {ph['quality_after_smaller_draft']:.0f} ms")
         out.append("LiteRT threads (in-process, no HTTP): " + "; ".join(
             f"{k}: p50 {_f(v['p50_ms'])} ms, {v['images_per_s']:.1f} images/s" for k, v in hp["litert_threads"].items()))
     th = r.get("threads")
     if th:
-        out.append("SKINSCAN_THREADS over HTTP: " + "; ".join(
-            f"{n}: {t['throughput'][0]['clients']} clients {t['throughput'][0]['images_per_s']:.1f} images/s "
-            f"(p50 under load {t['throughput'][0]['latency_p50_ms']:.0f} ms)" for n, t in th.items()))
+        out.append("Threads and interpreters over HTTP (SKINSCAN_THREADS; pools via bench/pool_server.py): " + "; ".join(
+            f"{n}: p50 {t['warm']['p50_ms']:.1f} ms idle, {t['throughput'][0]['clients']} clients "
+            f"{t['throughput'][0]['images_per_s']:.1f} images/s (p50 under load {t['throughput'][0]['latency_p50_ms']:.0f} ms), "
+            f"RSS {t['peak_rss_mb']:.0f} MB" for n, t in th.items()))
     inst = r.get("install")
     if inst:
         f = inst["fresh_serve_venv"]
@@ -505,7 +565,8 @@ def report(r: dict[str, Any]) -> str:
     m = r["machine"]
     head = [f"# skinscan benchmark — {r['date_utc']}", "",
             f"Machine: {m['nproc']} CPUs, {m['cpu']}, Python {m['python']}; load average at start "
-            f"{', '.join(f'{x:.1f}' for x in m['load_average_at_start'])}",
+            f"{', '.join(f'{x:.1f}' for x in m['load_average_at_start'])}, at end "
+            f"{', '.join(f'{x:.1f}' for x in m.get('load_average_at_end', ()))}",
             f"Model: {r['model']['label']} ({r['model']['fast_kind']} fast form, {r['model']['input_size']} px)",
             f"Inputs: {r['inputs']['photos']} {r['inputs']['source']}, mean {r['inputs']['mean_kb']:.0f} kB",
             "Training job running: " + ("YES — figures are pessimistic" if r["training_running_at_start"]

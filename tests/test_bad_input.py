@@ -244,8 +244,9 @@ def test_an_upload_without_content_length_is_cut_off_at_the_limit(client, form):
     else:
         prefix, content_type = b"\xff\xd8", "image/jpeg"
     stream = Endless(prefix)
-    environ = EnvironBuilder(method="POST", content_type=content_type).get_environ()
-    environ.update({"wsgi.input": io.BufferedReader(stream), "wsgi.input_terminated": True})
+    environ = EnvironBuilder(method="POST").get_environ()
+    environ.update({"wsgi.input": io.BufferedReader(stream), "wsgi.input_terminated": True,
+                    "CONTENT_TYPE": content_type})
     environ.pop("CONTENT_LENGTH", None)
     response = http_api.respond(Request(environ))
     assert response.status_code == 413 and json.loads(response.get_data())["error"]["code"] == "too_large"
@@ -284,6 +285,27 @@ def test_a_broken_upload_that_stops_early_is_a_400_not_a_500(function_server, fo
     good_photo_still_works(lambda b, t: http_post(function_server, b, t)[::2])
 
 
+def test_phone_sized_photos_are_accepted_as_form_uploads(function_server):
+    """Regression: the form parser's 64 KB memory cap refused every multipart photo over ~64 KB
+    as "over the 10 MB limit" -- and the page and the bot both send multipart."""
+    import asyncio
+
+    from bot.function_client import classify
+    from web.app import create_app
+
+    photo = bad_inputs.save(bad_inputs.photo((3000, 2250)), "JPEG", quality=92)
+    assert 1024 * 1024 < len(photo) < LIMIT
+    body, content_type = multipart([("image", "IMG_0001.jpg", photo, "image/jpeg")])
+    status, _, answer = http_post(function_server, body, content_type)
+    assert status == 200 and json.loads(answer)["status"] in RESULT_STATUSES, answer[:200]
+    page = create_app(function_server).test_client().post(
+        "/", data={"image": (io.BytesIO(photo), "IMG_0001.jpg", "image/jpeg")}, content_type="multipart/form-data")
+    assert page.status_code == 200
+    result = asyncio.run(classify(function_server, photo, filename="photo.jpg", content_type="image/jpeg",
+                                  timeout=60))
+    assert result["status"] in RESULT_STATUSES
+
+
 # -- the Lambda handler ----------------------------------------------------------------------------
 def test_lambda_corpus(fixture_model, use_model):
     from functions.lambda_handler import handler
@@ -302,7 +324,7 @@ def test_lambda_corpus(fixture_model, use_model):
     # Lambda-only oddities: the event itself is malformed.
     odd_events = [
         ("base64 garbage", {**lambda_event(b"", "image/jpeg"), "body": "%%% not base64 !!!"}, 400, "bad_request"),
-        ("base64 with a bad length", {**lambda_event(b"", "image/jpeg"), "body": "QUJD="}, 400, "bad_request"),
+        ("base64 with a bad length", {**lambda_event(b"", "image/jpeg"), "body": "QUJDR"}, 400, "bad_request"),
         ("base64 of nothing useful", lambda_event(b"\0\1\2", "image/png"), 400, "not_an_image"),
         ("binary sent as text", lambda_event(bad_inputs.jpeg(), "image/jpeg", base64_encoded=False), 400, None),
         ("no body", {**lambda_event(b"", "image/jpeg"), "body": None}, 400, "empty_image"),

@@ -13,7 +13,7 @@ import logging
 import os
 from typing import Any
 
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 from werkzeug.formparser import FormDataParser
 from werkzeug.wsgi import LimitedStream
 from werkzeug.wrappers import Request, Response
@@ -55,6 +55,17 @@ def error_response(status: int, code: str, message: str) -> Response:
 def respond(request: Request) -> Response:
     """Answer one request. Never raises; never echoes the upload."""
     try:
+        return _respond(request)
+    finally:
+        # functions-framework reads whatever body is left once we have answered (its
+        # ``read_request`` hook): a refused 50 MB upload would be read into memory after all
+        # (bounded only by the client's Content-Length), and a client that stopped sending
+        # would turn our 4xx into its 500. We need nothing more from the body.
+        request._cached_data = b""
+
+
+def _respond(request: Request) -> Response:
+    try:
         if request.method == "OPTIONS":
             return Response(status=204, headers=cors_headers())
         if request.method == "GET":
@@ -70,6 +81,8 @@ def respond(request: Request) -> Response:
         return error_response(error.status, error.code, error.message)
     except ImageError as error:
         return error_response(400, error.code, error.message)
+    except ClientDisconnected:
+        return error_response(400, "bad_request", "The upload stopped before it was complete. Please try again.")
     except ModelUnavailable as error:
         log.warning("model unavailable: %s", error)
         return error_response(503, "model_unavailable",
