@@ -7,6 +7,7 @@ that knows anything about skin.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import socket
@@ -100,24 +101,30 @@ def wait_for_port(port: int, timeout: float = 30.0) -> None:
     raise TimeoutError(f"nothing listening on port {port}")
 
 
-@pytest.fixture
-def moto_s3(monkeypatch, tmp_path):
-    """A real S3 HTTP endpoint on loopback (moto_server), with boto3 pointed at it."""
+@contextlib.contextmanager
+def moto_server():
+    """A real AWS HTTP endpoint (moto_server) on a free loopback port; yields its URL."""
     port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "moto.server", "-p", str(port)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for_port(port)
-        endpoint = f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture
+def moto_s3(monkeypatch, tmp_path):
+    """A real S3 HTTP endpoint on loopback (moto_server), with boto3 pointed at it."""
+    with moto_server() as endpoint:
         monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
         monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
         monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
         monkeypatch.setenv("SKINSCAN_CACHE_DIR", str(tmp_path / "model-cache"))
         yield endpoint
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 @pytest.fixture

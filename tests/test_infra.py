@@ -23,7 +23,7 @@ import boto3
 import pytest
 import yaml
 
-from conftest import REPO, free_port, wait_for_port
+from conftest import REPO, moto_server
 
 OSLS = REPO / "infra" / "node_modules" / ".bin" / "osls"
 DOCKERFILE = REPO / "infra" / "Dockerfile"
@@ -65,12 +65,7 @@ def template_of(work: Path) -> dict:
 @pytest.fixture(scope="module")
 def ecr():
     """A moto ECR on loopback holding skinscan:test, so the tagged URI resolves to a digest."""
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-p", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for_port(port)
-        endpoint = f"http://127.0.0.1:{port}"
+    with moto_server() as endpoint:
         client = boto3.client("ecr", region_name=REGION, endpoint_url=endpoint,
                               aws_access_key_id="testing", aws_secret_access_key="testing")
         client.create_repository(repositoryName="skinscan")
@@ -79,9 +74,6 @@ def ecr():
                                "digest": "sha256:" + "0" * 64}, "layers": []}
         image = client.put_image(repositoryName="skinscan", imageManifest=json.dumps(manifest), imageTag="test")
         yield endpoint, image["image"]["imageId"]["imageDigest"]
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
