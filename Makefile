@@ -23,7 +23,9 @@ serve: install
 test-deps: install
 	@bash infra/install-test-deps.sh
 
+# The dependency audit runs first, so pytest's summary is the last thing printed.
 test: test-deps
+	bash infra/audit.sh
 	$(PY) -m pytest
 
 bench: install

@@ -49,10 +49,14 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
 def request_from_event(event: dict[str, Any]) -> Request:
     if not isinstance(event, dict):
         raise ValueError("The event is not an HTTP request.")
-    http = (event.get("requestContext") or {}).get("http") or {}
-    method = http.get("method") or event.get("httpMethod") or "GET"
-    headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
+    context = event.get("requestContext") or {}
+    http = (context.get("http") if isinstance(context, dict) else None) or {}
+    raw_headers = event.get("headers") or {}
     body = event.get("body") or ""
+    if not isinstance(http, dict) or not isinstance(raw_headers, dict) or not isinstance(body, (str, bytes)):
+        raise ValueError("The event is not an HTTP request.")
+    method = str(http.get("method") or event.get("httpMethod") or "GET")
+    headers = {str(k).lower(): str(v) for k, v in raw_headers.items()}
     if event.get("isBase64Encoded"):
         try:
             raw = base64.b64decode(body, validate=True)

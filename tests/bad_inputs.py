@@ -1,4 +1,5 @@
-"""A corpus of bad, odd and hostile uploads, generated on the fly (no committed binaries).
+"""A corpus of bad, odd and hostile uploads, generated on the fly (no committed binaries),
+and the module-scoped fixtures the issue-7 tests share.
 
 Two kinds of case:
 
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from functools import cache
 
 import numpy as np
+import pytest
 from PIL import Image
 
 MB = 1024 * 1024
@@ -304,3 +306,44 @@ def big_camera_file() -> bytes:
 
 def kinds() -> list[str]:
     return [case.name for case in files()] + [case.name for case in requests()]
+
+
+# -- fixtures shared by the issue-7 test modules (import them by name) ------------------------------
+@pytest.fixture(scope="module")
+def fixture_service(fixture_model):
+    """The random-weight fixture model loaded once per module.
+
+    conftest's ``use_model`` reloads the model for every test (seconds each on two cores);
+    these modules only ever serve the fixture model. The service is reset when the module ends,
+    so other modules start as clean as with ``use_model``.
+    """
+    from skinscan import service
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SKINSCAN_MODEL_URI", str(fixture_model))
+        service.reset()
+        service.get_classifier()
+        yield fixture_model
+    service.reset()
+
+
+@pytest.fixture(scope="module")
+def served(fixture_service):
+    """The real classify function on loopback for a whole module (threaded Werkzeug, like
+    conftest's ``function_server``); yields its base URL."""
+    import threading
+
+    from functions_framework import create_app
+    from werkzeug.serving import make_server
+
+    from conftest import REPO
+
+    app = create_app("classify", str(REPO / "functions" / "main.py"))
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -24,14 +24,14 @@ from urllib.parse import urlsplit
 import numpy as np
 import pytest
 from functions_framework import create_app as create_function_app
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageOps
 from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
 
 import bad_inputs
-from bad_inputs import LIMIT, OK, FileCase, RequestCase, files, multipart, requests
+from bad_inputs import LIMIT, OK, FileCase, files, fixture_service, multipart, requests, served  # noqa: F401
 from conftest import REPO
 from skinscan import http_api
 from skinscan.imaging import MAX_PIXELS, ImageError, decode
@@ -41,8 +41,7 @@ RESULT_STATUSES = ("ok", "not_recognised")
 
 # -- helpers -------------------------------------------------------------------------------------
 @pytest.fixture
-def client(fixture_model, use_model):
-    use_model(fixture_model)
+def client(fixture_service):
     return create_function_app("classify", str(REPO / "functions" / "main.py")).test_client()
 
 
@@ -131,13 +130,9 @@ def lambda_event(body: bytes, content_type: str | None, method: str = "POST",
             "isBase64Encoded": base64_encoded}
 
 
-def every_kind_is_counted() -> int:
-    return len(bad_inputs.kinds())
-
-
 def test_the_corpus_has_at_least_30_kinds_and_covers_the_issue():
     names = " ".join(bad_inputs.kinds()).lower()
-    assert every_kind_is_counted() >= 30
+    assert len(bad_inputs.kinds()) >= 30
     for needed in ("empty", "random bytes", "cut in half", "text", "html", "pdf", "zip", "content type",
                    "without the image field", "two images", "bomb", "aspect ratio", "1 x 1", "cmyk",
                    "16-bit", "palette png with transparency", "animated gif", "webp", "exif-rotated",
@@ -178,12 +173,12 @@ def test_function_corpus_through_the_test_client(client):
     big = client.post("/", data=bad_inputs.big_camera_file(), content_type="image/jpeg")
     assert big.status_code == 413 and big.get_json()["error"]["code"] == "too_large"
     good_photo_still_works(post_raw)
-    print(f"\nfunction (test client): {every_kind_is_counted()} kinds, {sent + 1} bad requests, 0 5xx")
+    print(f"\nfunction (test client): {len(bad_inputs.kinds())} kinds, {sent + 1} bad requests, 0 5xx")
 
 
-def test_function_corpus_over_real_http(function_server):
+def test_function_corpus_over_real_http(served):
     def post_raw(body, content_type):
-        status, _, data = http_post(function_server, body, content_type)
+        status, _, data = http_post(served, body, content_type)
         return status, data
 
     def post_multipart(case: FileCase):
@@ -193,17 +188,17 @@ def test_function_corpus_over_real_http(function_server):
     sent, problems = run_function_corpus(post_raw, post_multipart)
     assert not problems, "\n".join(problems)
     good_photo_still_works(post_raw)
-    status, _, data = http_post(function_server, b"", None, method="GET")
+    status, _, data = http_post(served, b"", None, method="GET")
     assert status == 200 and json.loads(data)["labels"]  # the readiness probe still answers
-    print(f"\nfunction (HTTP): {every_kind_is_counted()} kinds, {sent} bad requests, 0 5xx")
+    print(f"\nfunction (HTTP): {len(bad_inputs.kinds())} kinds, {sent} bad requests, 0 5xx")
 
 
-def test_a_50mb_upload_is_refused_from_its_content_length_before_the_body_is_read(function_server):
+def test_a_50mb_upload_is_refused_from_its_content_length_before_the_body_is_read(served):
     """Only 64 KB of the declared 50 MB is ever sent: the answer cannot have waited for the body."""
     declared = 50 * 1024 * 1024
     head = (f"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: {declared}\r\n\r\n"
             ).encode()
-    status, body, seconds = raw_http(function_server, head, b"\xff" * 65536)
+    status, body, seconds = raw_http(served, head, b"\xff" * 65536)
     assert status == 413 and json.loads(body)["error"]["code"] == "too_large"
     assert seconds < 10
 
@@ -254,23 +249,23 @@ def test_an_upload_without_content_length_is_cut_off_at_the_limit(client, form):
 
 
 @pytest.mark.parametrize("form", [False, True], ids=["raw", "multipart"])
-def test_a_chunked_upload_over_the_limit_gets_413_over_http(function_server, form):
+def test_a_chunked_upload_over_the_limit_gets_413_over_http(served, form):
     data = b"\xff\xd8" + b"\0" * (LIMIT + 100)
     if form:
         body, content_type = multipart([("image", "big.jpg", data, "image/jpeg")])
     else:
         body, content_type = data, "image/jpeg"
-    status, answer, _ = raw_http(function_server, chunked(
+    status, answer, _ = raw_http(served, chunked(
         f"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n", body))
     assert status == 413 and json.loads(answer)["error"]["code"] == "too_large"
     good = bad_inputs.jpeg()
-    status, answer, _ = raw_http(function_server, chunked(
+    status, answer, _ = raw_http(served, chunked(
         "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n", good, piece=1000))
     assert status == 200 and json.loads(answer)["status"] in RESULT_STATUSES  # chunked itself is fine
 
 
 @pytest.mark.parametrize("form", [False, True], ids=["raw", "multipart"])
-def test_a_broken_upload_that_stops_early_is_a_400_not_a_500(function_server, form):
+def test_a_broken_upload_that_stops_early_is_a_400_not_a_500(served, form):
     """The client promises more bytes than it sends, then stops sending (connection half-closed)."""
     photo = bad_inputs.jpeg()
     if form:
@@ -279,13 +274,13 @@ def test_a_broken_upload_that_stops_early_is_a_400_not_a_500(function_server, fo
         body, content_type = photo, "image/jpeg"
     head = (f"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
             f"Content-Length: {len(body) + 5000}\r\n\r\n").encode()
-    status, answer, _ = raw_http(function_server, head, body[: len(body) // 2], half_close=True)
+    status, answer, _ = raw_http(served, head, body[: len(body) // 2], half_close=True)
     assert status == 400, answer
     assert json.loads(answer)["error"]["code"] in ("bad_request", "corrupt_image")
-    good_photo_still_works(lambda b, t: http_post(function_server, b, t)[::2])
+    good_photo_still_works(lambda b, t: http_post(served, b, t)[::2])
 
 
-def test_phone_sized_photos_are_accepted_as_form_uploads(function_server):
+def test_phone_sized_photos_are_accepted_as_form_uploads(served):
     """Regression: the form parser's 64 KB memory cap refused every multipart photo over ~64 KB
     as "over the 10 MB limit" -- and the page and the bot both send multipart."""
     import asyncio
@@ -296,21 +291,20 @@ def test_phone_sized_photos_are_accepted_as_form_uploads(function_server):
     photo = bad_inputs.save(bad_inputs.photo((3000, 2250)), "JPEG", quality=92)
     assert 1024 * 1024 < len(photo) < LIMIT
     body, content_type = multipart([("image", "IMG_0001.jpg", photo, "image/jpeg")])
-    status, _, answer = http_post(function_server, body, content_type)
+    status, _, answer = http_post(served, body, content_type)
     assert status == 200 and json.loads(answer)["status"] in RESULT_STATUSES, answer[:200]
-    page = create_app(function_server).test_client().post(
+    page = create_app(served).test_client().post(
         "/", data={"image": (io.BytesIO(photo), "IMG_0001.jpg", "image/jpeg")}, content_type="multipart/form-data")
     assert page.status_code == 200
-    result = asyncio.run(classify(function_server, photo, filename="photo.jpg", content_type="image/jpeg",
+    result = asyncio.run(classify(served, photo, filename="photo.jpg", content_type="image/jpeg",
                                   timeout=60))
     assert result["status"] in RESULT_STATUSES
 
 
 # -- the Lambda handler ----------------------------------------------------------------------------
-def test_lambda_corpus(fixture_model, use_model):
+def test_lambda_corpus(fixture_service):
     from functions.lambda_handler import handler
 
-    use_model(fixture_model)
 
     def post_raw(body, content_type):
         answer = handler(lambda_event(body, content_type))
@@ -342,14 +336,14 @@ def test_lambda_corpus(fixture_model, use_model):
         sent += 1
     assert not problems, "\n".join(problems)
     good_photo_still_works(post_raw)
-    print(f"\nlambda: {every_kind_is_counted() + len(odd_events)} kinds, {sent} bad events, 0 5xx")
+    print(f"\nlambda: {len(bad_inputs.kinds()) + len(odd_events)} kinds, {sent} bad events, 0 5xx")
 
 
 # -- the page (no-JavaScript form post) ------------------------------------------------------------
-def test_page_corpus_gets_friendly_pages_never_a_500(function_server):
+def test_page_corpus_gets_friendly_pages_never_a_500(served):
     from web.app import ERROR_MESSAGES, LEVEL_HEADINGS, create_app
 
-    page = create_app(function_server).test_client()
+    page = create_app(served).test_client()
     friendly = [message.replace("'", "&#39;") for message in ERROR_MESSAGES.values()]
     problems: list[str] = []
 
@@ -397,14 +391,14 @@ def test_page_corpus_gets_friendly_pages_never_a_500(function_server):
 
 
 # -- the bot ---------------------------------------------------------------------------------------
-def test_bot_answers_every_bad_file_and_keeps_working(function_server):
+def test_bot_answers_every_bad_file_and_keeps_working(served):
     from bot import replies
     from telegram_emulator import TelegramEmulator
     from test_bot import converse, make_app
 
     unreadable, too_big = replies.UNREADABLE_IMAGE, replies.too_big_to_analyse(LIMIT)
     with TelegramEmulator() as emulator:
-        app = make_app(emulator, function_server, rate_limit_per_minute=10_000)
+        app = make_app(emulator, served, rate_limit_per_minute=10_000)
         updates, expected = [], []
         for case in files():
             updates.append(emulator.send_document(1, case.data, case.filename, case.mime))

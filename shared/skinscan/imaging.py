@@ -8,6 +8,7 @@ images prepared exactly as it was trained.
 from __future__ import annotations
 
 import io
+import logging
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,10 @@ warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
 # (EPS via Ghostscript, PSD, FITS, ICO, TGA, ...) is attack surface a photo never needs.
 # (Phones' MPO files are opened by the JPEG entry.)
 FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+
+# Pillow's DEBUG logging prints EXIF values (GPS position, names, comments) of every upload it
+# reads; uploads must never reach a log, whatever level the app runs at.
+logging.getLogger("PIL").setLevel(max(logging.getLogger("PIL").level, logging.INFO))
 
 MIN_SIDE = 32
 

@@ -112,6 +112,7 @@ def _from_s3(uri: str) -> ResolvedModel:
 
 def _fetch_verified(client, bucket: str, key: str, target: Path, sha256: str, uri: str) -> None:
     """Download ``key`` to ``target`` unless a verified copy is cached; refuse a wrong hash."""
+    from boto3.s3.transfer import TransferConfig
     from botocore.exceptions import BotoCoreError, ClientError
 
     if target.is_file() and sha256_file(target) == sha256:
@@ -119,7 +120,9 @@ def _fetch_verified(client, bucket: str, key: str, target: Path, sha256: str, ur
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")
     try:
-        client.download_file(bucket, key, str(partial))
+        # One attempt per part: the client's own retries already cover a flaky store, and the
+        # transfer manager's extra attempts would multiply the timeout for a stalled one.
+        client.download_file(bucket, key, str(partial), Config=TransferConfig(num_download_attempts=1))
     except (BotoCoreError, ClientError) as error:
         partial.unlink(missing_ok=True)
         raise ModelUnavailable(f"cannot download s3://{bucket}/{key} for {uri}: {_describe(error)}") from None
