@@ -139,6 +139,15 @@ def test_risk_below_the_urgent_threshold_but_above_soon_refers_soon():
     assert advice["level"] == "soon"
 
 
+def test_an_unsure_benign_answer_still_points_to_a_doctor():
+    unsure = triage.recommend(probabilities(**{"Melanocytic nevus": 0.3, "Melanoma": 0.05}),
+                              {**THRESHOLDS, "confident_probability": 0.5})
+    assert unsure["level"] == "monitor" and unsure["confident"] is False
+    assert unsure["message"].endswith(triage.UNSURE)
+    sure = triage.recommend(probabilities(**{"Melanocytic nevus": 0.8}), THRESHOLDS)
+    assert sure["confident"] is True and triage.UNSURE not in sure["message"]
+
+
 def test_retake_advice_names_the_problem_and_still_points_to_a_doctor():
     advice = triage.retake("too_dark")
     assert advice["level"] == "retake"

@@ -43,7 +43,10 @@ RETAKE_REASONS = {
     "not_skin": "it does not look like a close-up of skin",
 }
 
-DEFAULT_THRESHOLDS = {"urgent_malignant_probability": 0.25, "soon_risk_probability": 1.01}
+DEFAULT_THRESHOLDS = {"urgent_malignant_probability": 0.25, "soon_risk_probability": 1.01,
+                      "confident_probability": 0.5}
+
+UNSURE = " The model is not sure about this photo, so if you are in any doubt, show the spot to a doctor."
 
 
 def recommend(probabilities: dict[str, float], thresholds: dict[str, Any]) -> dict[str, Any]:
@@ -61,11 +64,14 @@ def recommend(probabilities: dict[str, float], thresholds: dict[str, Any]) -> di
         reason_label = max(MALIGNANT | PRECANCEROUS, key=probabilities.get)
     if level == "urgent" and reason_label not in MALIGNANT:
         reason_label = max(MALIGNANT, key=probabilities.get)
+    unsure = probabilities[top_label] < thresholds.get("confident_probability", 0.5)
+    message = MESSAGES[level].format(label=reason_label)
     return {
         "level": level,
         "see_doctor": level in REFERRAL_LEVELS,
         "malignant_probability": round(malignant, 4),
-        "message": MESSAGES[level].format(label=reason_label),
+        "confident": not unsure,
+        "message": message + UNSURE if unsure and level not in REFERRAL_LEVELS else message,
     }
 
 
