@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
                        help="stop (and finish the cosine schedule) within this many minutes")
     train.add_argument("--weights", type=Path, help="start the DenseNet121 backbone from a local weights file")
     train.add_argument("--split", type=Path, help="reuse (or write) this split file")
+    train.add_argument("--patience", type=int, default=20, help="stop after this many epochs without improvement")
     train.add_argument("--seed", type=int, default=42)
     train.set_defaults(run=run_train)
 
@@ -128,7 +129,7 @@ def run_train(args: argparse.Namespace) -> int:
     train(TrainConfig(data=args.data, out=args.out, image_size=args.image_size, epochs=args.epochs,
                       batch_size=args.batch_size, learning_rate=args.learning_rate,
                       time_budget_minutes=args.time_budget, weights=args.weights,
-                      split_file=args.split, seed=args.seed))
+                      split_file=args.split, seed=args.seed, patience=args.patience))
     return 0
 
 
