@@ -523,3 +523,47 @@ def write_photo_dir(photos: list[bytes], folder: Path) -> Path:
 
 def temp_dir(prefix: str = "skinscan-bench-") -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix))
+
+
+# --------------------------------------------------------------------------- other load on the machine
+
+def _busy_seconds() -> float:
+    with open("/proc/stat") as handle:
+        fields = [int(x) for x in handle.readline().split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def _process_cpu_seconds(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+class OtherLoad:
+    """How many cores *other* processes used while a section ran.
+
+    Machine busy time (/proc/stat) minus this process and its waited-for
+    children (os.times) minus long-lived helpers still running (moto). A
+    figure well above 0 means the section was measured on a shared machine.
+    """
+
+    def __init__(self, helpers: list[int] | None = None) -> None:
+        self.helpers = helpers or []
+
+    def _ours(self) -> float:
+        t = os.times()
+        return t.user + t.system + t.children_user + t.children_system + sum(
+            _process_cpu_seconds(p) for p in self.helpers)
+
+    def __enter__(self) -> "OtherLoad":
+        self.wall, self.busy, self.ours = time.monotonic(), _busy_seconds(), self._ours()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        wall = time.monotonic() - self.wall
+        others = (_busy_seconds() - self.busy) - (self._ours() - self.ours)
+        self.cores = max(0.0, others / wall) if wall > 0 else 0.0

@@ -45,6 +45,9 @@ GOALS = {
 }
 
 
+CONTENDED_CORES = 0.25
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -317,7 +320,22 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     work = h.temp_dir()
     results: dict[str, Any] = {"date_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                                "machine": h.machine(), "training_running_at_start": training_running(),
-                               "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
+                               "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+                               "other_load_cores": {}}
+    helpers: list[int] = []
+
+    class section(h.OtherLoad):
+        """Print a heading and record how busy the rest of the machine was meanwhile."""
+
+        def __init__(self, name: str, heading: str) -> None:
+            super().__init__(helpers)
+            self.name = name
+            print(heading, flush=True)
+
+        def __exit__(self, *exc: Any) -> None:
+            super().__exit__(*exc)
+            results["other_load_cores"][self.name] = round(self.cores, 2)
+
     try:
         model = prepare_model(args, work)
         results["model"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in model.items() if k != "manifest"}
@@ -329,74 +347,90 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
                              "mean_kb": sum(map(len, photos)) / len(photos) / 1000}
         print(f"inputs: {len(photos)} {source}", flush=True)
 
-        print("hot path (in-process) ...", flush=True)
-        results["hot_path"] = hot_path(model["path"], photos, max(20, args.requests // 2))
+        with section("hot_path", "hot path (in-process) ..."):
+            results["hot_path"] = hot_path(model["path"], photos, max(20, args.requests // 2))
 
         with h.MotoS3() as s3:
+            helpers.append(s3.process.pid)
             fast_uri = s3.publish(model["path"], "fast")
             keras_uri = s3.publish(h.keras_only_copy(model["path"], work / "keras-only"), "keras")
-            print(f"fast path over HTTP ({fast_uri}) ...", flush=True)
-            results["fast"] = serve_and_measure("fast", fast_uri, s3.env, args, photos, work, args.cold_runs)
-            results["cold_breakdown"] = cold_phases(fast_uri, s3.env, photo_dir / "0000.jpg", work)
-            results["lambda"] = lambda_cold(fast_uri, s3.env, photo_dir / "0000.jpg", work, args.cold_runs)
-            if args.threads_duration > 0:
-                # Thread settings on this box, and the proposed interpreter pool (bench/pool_server.py).
-                results["threads"] = {}
-                pool = [h.PYTHON, str(BENCH_DIR / "pool_server.py")]
-                for label, threads, interpreters in (("1 interpreter x 1 thread", 1, 1),
-                                                     ("1 interpreter x 2 threads", 2, 1),
-                                                     ("2 interpreters x 1 thread (pool)", 1, 2),
-                                                     ("2 interpreters x 2 threads (pool)", 2, 2)):
-                    print(f"{label} ...", flush=True)
-                    results["threads"][label] = serve_and_measure(
-                        label.split(" (")[0].replace(" ", ""), fast_uri,
-                        {**s3.env, "SKINSCAN_THREADS": str(threads), "SKINSCAN_BENCH_INTERPRETERS": str(interpreters)},
-                        args, photos, work, 1, requests=max(10, args.requests // 3),
-                        clients=[max(args.clients)], duration=args.threads_duration,
-                        launcher=pool if interpreters > 1 else None)
+            with section("fast", f"fast path over HTTP ({fast_uri}) ..."):
+                results["fast"] = serve_and_measure("fast", fast_uri, s3.env, args, photos, work, args.cold_runs)
+
+            with section("baseline", "plain-Keras baseline (fresh processes) ..."):
+                results["baseline"] = plain_keras(model["path"], photo_dir, args)
+
             if not args.skip_keras_http:
-                print("Keras through the same HTTP function (manifest without fast_path) ...", flush=True)
-                results["keras_http"] = serve_and_measure("keras-http", keras_uri, s3.env, args, photos, work,
-                                                          args.cold_runs)
+                with section("keras_http", "Keras through the same HTTP function (manifest without fast_path) ..."):
+                    results["keras_http"] = serve_and_measure("keras-http", keras_uri, s3.env, args, photos, work,
+                                                              args.cold_runs)
+
+            with section("cold_breakdown", "cold start phases, imports, Lambda entry point ..."):
+                results["cold_breakdown"] = cold_phases(fast_uri, s3.env, photo_dir / "0000.jpg", work)
+                results["lambda"] = lambda_cold(fast_uri, s3.env, photo_dir / "0000.jpg", work, args.cold_runs)
+
             if not args.skip_int8:
-                print("int8: derive on a copy, agreement on held-out photos ...", flush=True)
-                int8 = h.run_child("child_int8.py", {"model": str(model["path"]), "folder": str(work / "int8"),
-                                                     "data": str(args.data) if args.data.is_dir() else None,
-                                                     "split": str(split) if split else None,
-                                                     "limit": args.int8_limit,
-                                                     "latency_n": max(10, args.requests // 2)}, timeout=1800)[0]
-                if int8["record"]["verified"]["accepted"]:
-                    print("  int8 accepted: publishing and serving it over HTTP ...", flush=True)
-                    int8_uri = s3.publish(Path(int8["model_copy"]), "int8")
-                    int8["http"] = serve_and_measure("int8", int8_uri, s3.env, args, photos, work, args.cold_runs,
-                                                     clients=[max(args.clients)])
-                results["int8"] = int8
+                with section("int8", "int8: derive on a copy, agreement on held-out photos ..."):
+                    int8 = h.run_child("child_int8.py", {"model": str(model["path"]), "folder": str(work / "int8"),
+                                                         "data": str(args.data) if args.data.is_dir() else None,
+                                                         "split": str(split) if split else None,
+                                                         "limit": args.int8_limit,
+                                                         "latency_n": max(10, args.requests // 2)}, timeout=1800)[0]
+                    if int8["record"]["verified"]["accepted"]:
+                        print("  int8 accepted: publishing and serving it over HTTP ...", flush=True)
+                        int8_uri = s3.publish(Path(int8["model_copy"]), "int8")
+                        int8["http"] = serve_and_measure("int8", int8_uri, s3.env, args, photos, work,
+                                                         args.cold_runs, clients=[max(args.clients)])
+                    results["int8"] = int8
 
-        print("plain-Keras baseline (fresh processes) ...", flush=True)
-        colds = []
-        for run in range(max(1, args.cold_runs) - 1):
-            cold = h.keras_baseline(model["path"], photo_dir, cold_only=True)
-            colds.append(cold["cold_seconds"])
-            print(f"  [plain keras] cold {run + 1}: {cold['cold_seconds']:.2f} s", flush=True)
-        full = h.keras_baseline(model["path"], photo_dir, cold_only=False, warm=args.requests,
-                                clients=args.clients, duration=args.duration)
-        colds.append(full["cold_seconds"])
-        print(f"  [plain keras] cold {len(colds)}: {full['cold_seconds']:.2f} s", flush=True)
-        full["warm"] = h.summary_ms(full.pop("warm_seconds"))
-        full["cold_s"], full["cold_median_s"] = colds, sorted(colds)[len(colds) // 2]
-        results["baseline"] = full
-        print(f"  [plain keras] predict p50 {full['warm']['p50_ms']:.1f} ms; "
-              + ", ".join(f"{t['clients']} threads {t['images_per_s']:.1f}/s" for t in full["throughput"]), flush=True)
-
+            if args.threads_duration > 0:
+                with section("threads", "thread settings and the interpreter-pool experiment ..."):
+                    results["threads"] = thread_settings(fast_uri, s3.env, args, photos, work)
 
         if not args.skip_install_size:
-            results["install"] = install_sizes(work)
+            with section("install", "install size ..."):
+                results["install"] = install_sizes(work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     results["training_running_at_end"] = training_running()
     results["machine"]["load_average_at_end"] = os.getloadavg()
     results["goals"] = evaluate(results)
     return results
+
+
+def plain_keras(model: Path, photo_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
+    colds = []
+    for run in range(max(1, args.cold_runs) - 1):
+        cold = h.keras_baseline(model, photo_dir, cold_only=True)
+        colds.append(cold["cold_seconds"])
+        print(f"  [plain keras] cold {run + 1}: {cold['cold_seconds']:.2f} s", flush=True)
+    full = h.keras_baseline(model, photo_dir, cold_only=False, warm=args.requests,
+                            clients=args.clients, duration=args.duration)
+    colds.append(full["cold_seconds"])
+    print(f"  [plain keras] cold {len(colds)}: {full['cold_seconds']:.2f} s", flush=True)
+    full["warm"] = h.summary_ms(full.pop("warm_seconds"))
+    full["cold_s"], full["cold_median_s"] = colds, sorted(colds)[len(colds) // 2]
+    print(f"  [plain keras] predict p50 {full['warm']['p50_ms']:.1f} ms; "
+          + ", ".join(f"{t['clients']} threads {t['images_per_s']:.1f}/s" for t in full["throughput"]), flush=True)
+    return full
+
+
+def thread_settings(uri: str, env: dict[str, str], args: argparse.Namespace, photos: list[bytes],
+                    work: Path) -> dict[str, Any]:
+    """SKINSCAN_THREADS 1 vs 2, and the proposed interpreter pool (bench/pool_server.py), over HTTP."""
+    answer = {}
+    pool = [h.PYTHON, str(BENCH_DIR / "pool_server.py")]
+    for label, threads, interpreters in (("1 interpreter x 1 thread", 1, 1),
+                                         ("1 interpreter x 2 threads", 2, 1),
+                                         ("2 interpreters x 1 thread (pool)", 1, 2),
+                                         ("2 interpreters x 2 threads (pool)", 2, 2)):
+        print(f"  {label} ...", flush=True)
+        answer[label] = serve_and_measure(
+            label.split(" (")[0].replace(" ", ""), uri,
+            {**env, "SKINSCAN_THREADS": str(threads), "SKINSCAN_BENCH_INTERPRETERS": str(interpreters)},
+            args, photos, work, 1, requests=max(10, args.requests // 3), clients=args.clients,
+            duration=args.threads_duration, launcher=pool if interpreters > 1 else None)
+    return answer
 
 
 # --------------------------------------------------------------------------- verdicts and the table
@@ -552,9 +586,9 @@ def render_details(r: dict[str, Any]) -> str:
     th = r.get("threads")
     if th:
         out.append("Threads and interpreters over HTTP (SKINSCAN_THREADS; pools via bench/pool_server.py): " + "; ".join(
-            f"{n}: p50 {t['warm']['p50_ms']:.1f} ms idle, {t['throughput'][0]['clients']} clients "
-            f"{t['throughput'][0]['images_per_s']:.1f} images/s (p50 under load {t['throughput'][0]['latency_p50_ms']:.0f} ms), "
-            f"RSS {t['peak_rss_mb']:.0f} MB" for n, t in th.items()))
+            f"{n}: p50 {t['warm']['p50_ms']:.1f} ms idle, " + ", ".join(
+                f"{level['clients']} clients {level['images_per_s']:.1f} images/s (p50 {level['latency_p50_ms']:.0f} ms)"
+                for level in t["throughput"]) + f", RSS {t['peak_rss_mb']:.0f} MB" for n, t in th.items()))
     inst = r.get("install")
     if inst:
         f = inst["fresh_serve_venv"]
@@ -582,6 +616,13 @@ def report(r: dict[str, Any]) -> str:
             "Training job running: " + ("YES — figures are pessimistic" if r["training_running_at_start"]
                                         or r["training_running_at_end"] else "no"),
             f"Command: {r['command']}", ""]
+    load = r.get("other_load_cores", {})
+    busy = {k: v for k, v in load.items() if v > CONTENDED_CORES}
+    head.append("Other processes' CPU use per section (cores): " + ", ".join(f"{k} {v:.2f}" for k, v in load.items()))
+    if busy:
+        head.append(f"WARNING: sections {', '.join(busy)} shared the machine with other work (> {CONTENDED_CORES} "
+                    "cores): their figures are pessimistic and ratios across sections are less exact.")
+    head.append("")
     return "\n".join(head + [render(r), "", render_goals(r), "", render_details(r), ""])
 
 
