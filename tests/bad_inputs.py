@@ -329,21 +329,8 @@ def fixture_service(fixture_model):
 
 @pytest.fixture(scope="module")
 def served(fixture_service):
-    """The real classify function on loopback for a whole module (threaded Werkzeug, like
-    conftest's ``function_server``); yields its base URL."""
-    import threading
+    """The real classify function on loopback for a whole module; yields its base URL."""
+    from conftest import classify_app, serving
 
-    from functions_framework import create_app
-    from werkzeug.serving import make_server
-
-    from conftest import REPO
-
-    app = create_app("classify", str(REPO / "functions" / "main.py"))
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}/"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(classify_app()) as url:
+        yield url

@@ -127,23 +127,33 @@ def moto_s3(monkeypatch, tmp_path):
         yield endpoint
 
 
-@pytest.fixture
-def function_server(fixture_model, use_model):
-    """The real classify function on loopback (threaded Werkzeug server), serving the fixture model.
-
-    Yields its base URL, e.g. ``http://127.0.0.1:54321/``.
-    """
+@contextlib.contextmanager
+def serving(app):
+    """Any WSGI app on a free loopback port (threaded Werkzeug server); yields its base URL."""
     import threading
 
-    from functions_framework import create_app
     from werkzeug.serving import make_server
 
-    use_model(fixture_model)
-    app = create_app("classify", str(REPO / "functions" / "main.py"))
     server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         yield f"http://127.0.0.1:{server.server_port}/"
     finally:
         server.shutdown()
+        server.server_close()
+
+
+def classify_app():
+    """The real classify function as functions-framework builds it."""
+    from functions_framework import create_app
+
+    return create_app("classify", str(REPO / "functions" / "main.py"))
+
+
+@pytest.fixture
+def function_server(fixture_model, use_model):
+    """The real classify function on loopback, serving the fixture model; yields its base URL,
+    e.g. ``http://127.0.0.1:54321/``."""
+    use_model(fixture_model)
+    with serving(classify_app()) as url:
+        yield url
