@@ -70,11 +70,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip-keras-http", action="store_true", help="skip the Keras-through-HTTP extra row")
     parser.add_argument("--quick", action="store_true",
                         help="tiny settings: 1 cold run, 10 requests, 2 clients x 2 s, 16 int8 photos")
+    parser.add_argument("--wait-quiet", type=float, default=180.0,
+                        help="before each section, wait up to this many seconds for other processes to leave "
+                             "the CPUs (0: don't wait); contention is measured and reported either way")
     parser.add_argument("--out", type=Path, default=BENCH_DIR, help="where results.json / results.md go")
     args = parser.parse_args(argv)
     if args.quick:
         args.cold_runs, args.requests, args.clients, args.duration = 1, 10, "2", 2.0
         args.threads_duration, args.int8_limit, args.photos = min(args.threads_duration, 2.0), 16, 8
+        args.wait_quiet = 0.0
     args.clients = [int(c) for c in str(args.clients).split(",") if c.strip()]
     return args
 
@@ -331,6 +335,9 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             super().__init__(helpers)
             self.name = name
             print(heading, flush=True)
+            waited = wait_for_quiet(helpers, args.wait_quiet)
+            if waited:
+                print(f"  (waited {waited:.0f} s for other work on the machine to stop)", flush=True)
 
         def __exit__(self, *exc: Any) -> None:
             super().__exit__(*exc)
@@ -396,6 +403,17 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     results["machine"]["load_average_at_end"] = os.getloadavg()
     results["goals"] = evaluate(results)
     return results
+
+
+def wait_for_quiet(helpers: list[int], limit: float, sample: float = 2.0) -> float:
+    """Wait (up to ``limit`` s) until other processes use under CONTENDED_CORES; the seconds waited."""
+    started = time.monotonic()
+    while limit > 0:
+        with h.OtherLoad(helpers) as probe:
+            time.sleep(sample)
+        if probe.cores <= CONTENDED_CORES or time.monotonic() - started >= limit:
+            break
+    return time.monotonic() - started if limit > 0 and time.monotonic() - started > sample + 0.5 else 0.0
 
 
 def plain_keras(model: Path, photo_dir: Path, args: argparse.Namespace) -> dict[str, Any]:

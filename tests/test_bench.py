@@ -51,7 +51,7 @@ def test_a_tiny_run_measures_every_figure_and_writes_the_table(fast_model, tmp_p
     out = tmp_path / "out"
     code = bench.main(["--model", str(fast_model), "--data", str(tmp_path / "no-photos"), "--photos", "3",
                        "--cold-runs", "1", "--requests", "3", "--clients", "2", "--duration", "0.5",
-                       "--threads-duration", "0", "--skip-int8", "--skip-install-size", "--skip-keras-http",
+                       "--threads-duration", "0", "--skip-int8", "--skip-install-size", "--skip-keras-http", "--wait-quiet", "0",
                        "--out", str(out)])
     assert code == 0
     results = json.loads((out / "results.json").read_text())
