@@ -1,7 +1,13 @@
 """The plain-Keras baseline, as a fresh process: import, load the .h5, predict.
 
-Prints one JSON line. ``first_prediction_epoch`` is wall-clock time so the
-parent can subtract the moment it spawned this process.
+``cold_only``: print one JSON line after the first prediction and exit.
+Otherwise the process stays up after that line and answers JSON commands on
+stdin, one per line, so the parent can interleave its measurements with the
+fast path's (both then see the same machine):
+``{"cmd": "warm", "n": N, "offset": K}``, ``{"cmd": "throughput", "clients": C,
+"duration": D}``, ``{"cmd": "rss"}``, ``{"cmd": "quit"}``.
+``first_prediction_epoch`` is wall-clock time so the parent can subtract the
+moment it spawned this process.
 """
 
 import json
@@ -21,6 +27,11 @@ def vm_hwm_mb() -> float:
     return float("nan")
 
 
+def reply(payload: dict) -> None:
+    sys.stdout.write(json.dumps(payload) + "\n")
+    sys.stdout.flush()
+
+
 def main() -> None:
     config = json.loads(sys.argv[1])
     started = time.time()
@@ -32,8 +43,7 @@ def main() -> None:
 
     from pathlib import Path
 
-    from skinscan.imaging import decode, to_model_input
-    from skinscan.imaging import Preprocessing
+    from skinscan.imaging import Preprocessing, decode, to_model_input
     from skinscan.manifest import manifest_path_for, read_manifest
 
     preprocessing = Preprocessing.from_dict(read_manifest(manifest_path_for(config["model"]))["preprocessing"])
@@ -44,22 +54,31 @@ def main() -> None:
 
     model.predict(prepare(photos[0]), verbose=0)
     first = time.time()
-    answer = {"import_s": imported - started, "load_s": loaded - imported, "first_predict_s": first - loaded,
-              "first_prediction_epoch": first, "keras": keras.__version__}
-    if not config["cold_only"]:
-        inputs = [prepare(p) for p in photos]
-        for x in inputs[:3]:
-            model.predict(x, verbose=0)
-        seconds = []
-        for i in range(config["warm"]):
-            x = inputs[i % len(inputs)]
-            t = time.perf_counter()
-            model.predict(x, verbose=0)
-            seconds.append(time.perf_counter() - t)
-        answer["warm_seconds"] = seconds
-        answer["throughput"] = [threaded(model, inputs, c, config["duration"]) for c in config["clients"]]
-    answer["peak_rss_mb"] = vm_hwm_mb()
-    print(json.dumps(answer))
+    reply({"import_s": imported - started, "load_s": loaded - imported, "first_predict_s": first - loaded,
+           "first_prediction_epoch": first, "keras": keras.__version__, "peak_rss_mb": vm_hwm_mb()})
+    if config["cold_only"]:
+        return
+    inputs = [prepare(p) for p in photos]
+    for x in inputs[:3]:
+        model.predict(x, verbose=0)
+    reply({"ready": True})  # warm-up done: nothing runs here until the parent asks
+    for line in sys.stdin:
+        command = json.loads(line)
+        if command["cmd"] == "warm":
+            seconds = []
+            for i in range(command["n"]):
+                x = inputs[(command.get("offset", 0) + i) % len(inputs)]
+                t = time.perf_counter()
+                model.predict(x, verbose=0)
+                seconds.append(time.perf_counter() - t)
+            reply({"seconds": seconds})
+        elif command["cmd"] == "throughput":
+            reply(threaded(model, inputs, command["clients"], command["duration"]))
+        elif command["cmd"] == "rss":
+            reply({"peak_rss_mb": vm_hwm_mb()})
+        else:
+            reply({"bye": True})
+            return
 
 
 def threaded(model, inputs, clients: int, duration: float) -> dict:

@@ -316,18 +316,24 @@ class FunctionServer:
             stop_process(self.process)
 
 
-def sequential_latency(port: int, photos: list[bytes], requests: int, warmup: int = 3) -> dict[str, Any]:
-    for i in range(warmup):
-        post_image(port, photos[i % len(photos)])
+def sequential_seconds(port: int, photos: list[bytes], requests: int, offset: int = 0) -> tuple[list[float], int]:
+    """Seconds per successful request, one after another; and the number of failures."""
     seconds, failures = [], 0
     for i in range(requests):
         start = time.perf_counter()
-        status, reply = post_image(port, photos[i % len(photos)])
+        status, _ = post_image(port, photos[(offset + i) % len(photos)])
         elapsed = time.perf_counter() - start
         if status == 200:
             seconds.append(elapsed)
         else:
             failures += 1
+    return seconds, failures
+
+
+def sequential_latency(port: int, photos: list[bytes], requests: int, warmup: int = 3) -> dict[str, Any]:
+    for i in range(warmup):
+        post_image(port, photos[i % len(photos)])
+    seconds, failures = sequential_seconds(port, photos, requests)
     return {**summary_ms(seconds), "failures": failures}
 
 
@@ -381,14 +387,64 @@ def run_child(script: str, config: dict[str, Any], env: dict[str, str] | None = 
     return answer, spawned, process.stderr
 
 
-def keras_baseline(model: Path, photo_dir: Path, *, cold_only: bool, warm: int = 0,
-                   clients: list[int] | None = None, duration: float = 0.0) -> dict[str, Any]:
-    """A fresh process: import Keras, load the .h5, predict one photo; optionally warm figures."""
-    config = {"model": str(model), "photos": str(photo_dir), "cold_only": cold_only, "warm": warm,
-              "clients": clients or [], "duration": duration}
-    answer, spawned, _ = run_child("child_keras.py", config)
-    answer["cold_seconds"] = answer["first_prediction_epoch"] - spawned
-    return answer
+class KerasBaseline:
+    """The plain-Keras baseline process (bench/child_keras.py): import Keras, load the .h5, predict.
+
+    ``start()`` returns its cold start (spawn to first prediction). Unless
+    ``cold_only``, it then stays up and takes commands, so its warm figures
+    can be measured in turns with the fast path's.
+    """
+
+    def __init__(self, model: Path, photo_dir: Path, log_dir: Path, cold_only: bool = False) -> None:
+        self.config = {"model": str(model), "photos": str(photo_dir), "cold_only": cold_only}
+        self.log_dir = log_dir
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> dict[str, Any]:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_dir / f"keras-{time.time_ns()}.log", "wb")
+        spawned = time.time()
+        self.process = subprocess.Popen([PYTHON, str(BENCH / "child_keras.py"), json.dumps(self.config)], cwd=REPO,
+                                        env=clean_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=log, text=True)
+        log.close()
+        first = self._read()
+        first["cold_seconds"] = first["first_prediction_epoch"] - spawned
+        if self.config["cold_only"]:
+            self.process.wait(timeout=60)
+        else:
+            assert self._read().get("ready")  # its own warm-up must not overlap anything we measure
+        return first
+
+    def _read(self) -> dict[str, Any]:
+        assert self.process is not None and self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the Keras baseline process exited ({self.process.poll()}); see {self.log_dir}")
+        return json.loads(line)
+
+    def ask(self, **command: Any) -> dict[str, Any]:
+        assert self.process is not None and self.process.stdin is not None
+        self.process.stdin.write(json.dumps(command) + "\n")
+        self.process.stdin.flush()
+        return self._read()
+
+    def warm(self, n: int, offset: int = 0) -> list[float]:
+        return self.ask(cmd="warm", n=n, offset=offset)["seconds"]
+
+    def throughput(self, clients: int, duration: float) -> dict[str, Any]:
+        return self.ask(cmd="throughput", clients=clients, duration=duration)
+
+    def peak_rss_mb(self) -> float:
+        return self.ask(cmd="rss")["peak_rss_mb"]
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            try:
+                self.ask(cmd="quit")
+                self.process.wait(timeout=30)
+            except (OSError, RuntimeError, subprocess.TimeoutExpired, ValueError):
+                stop_process(self.process)
 
 
 def top_imports(stderr: str, top: int = 10) -> list[dict[str, Any]]:

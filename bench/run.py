@@ -243,26 +243,25 @@ def serve_and_measure(name: str, uri: str, env: dict[str, str], args: argparse.N
                       clients: list[int] | None = None, duration: float | None = None,
                       requests: int | None = None, launcher: list[str] | None = None) -> dict[str, Any]:
     """Cold-start the function ``cold_runs`` times (fresh cache each), then measure the last one warm."""
-    colds, server, first = [], None, None
-    for run in range(max(1, cold_runs)):
-        if server:
-            server.stop()
-        cache = work / f"cache-{name}-{run}"
-        server = h.FunctionServer({**env, "SKINSCAN_MODEL_URI": uri, "SKINSCAN_CACHE_DIR": str(cache)},
-                                  work / "logs", launcher=launcher)
-        server.start()
-        first = server.first_answer(photos[run % len(photos)])
-        colds.append(first["seconds"])
-        print(f"  [{name}] cold start {run + 1}: {first['seconds']:.2f} s ({first['backend']})", flush=True)
-    assert server is not None and first is not None
-    expected = "keras" if name.startswith("keras") else "litert"
-    if not str(first["backend"]).startswith(expected):
-        server.stop()
-        raise RuntimeError(f"[{name}] the function served with {first['backend']}, not {expected}: "
-                           "the measurement would not be of the path it claims")
-    result: dict[str, Any] = {"uri": uri, "backend": first["backend"], "cold_s": colds,
-                              "cold_median_s": sorted(colds)[len(colds) // 2]}
+    colds: list[float] = []
+    server: h.FunctionServer | None = None
     try:
+        for run in range(max(1, cold_runs)):
+            if server:
+                server.stop()
+            cache = work / f"cache-{name}-{run}"
+            server = h.FunctionServer({**env, "SKINSCAN_MODEL_URI": uri, "SKINSCAN_CACHE_DIR": str(cache)},
+                                      work / "logs", launcher=launcher)
+            server.start()
+            first = server.first_answer(photos[run % len(photos)])
+            colds.append(first["seconds"])
+            print(f"  [{name}] cold start {run + 1}: {first['seconds']:.2f} s ({first['backend']})", flush=True)
+        expected = "keras" if name.startswith("keras") else "litert"
+        if not str(first["backend"]).startswith(expected):
+            raise RuntimeError(f"[{name}] the function served with {first['backend']}, not {expected}: "
+                               "the measurement would not be of the path it claims")
+        result: dict[str, Any] = {"uri": uri, "backend": first["backend"], "cold_s": colds,
+                                  "cold_median_s": sorted(colds)[len(colds) // 2]}
         if latency:
             result["warm"] = h.sequential_latency(server.port, photos, requests or args.requests)
             print(f"  [{name}] warm p50 {result['warm']['p50_ms']:.1f} ms, p95 {result['warm']['p95_ms']:.1f} ms",
@@ -276,7 +275,8 @@ def serve_and_measure(name: str, uri: str, env: dict[str, str], args: argparse.N
         # The gunicorn arbiter never loads the model; the worker (largest) is the serving process.
         result["peak_rss_mb"] = result["rss"]["max_mb"]
     finally:
-        server.stop()
+        if server:  # also when a start fails: never leave a server behind
+            server.stop()
     return result
 
 
@@ -357,15 +357,30 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         with section("hot_path", "hot path (in-process) ..."):
             results["hot_path"] = hot_path(model["path"], photos, max(20, args.requests // 2))
 
+        int8 = None
+        if not args.skip_int8:
+            with section("int8", "int8: derive on a copy, agreement with the .h5 on held-out photos ..."):
+                int8 = h.run_child("child_int8.py", {"model": str(model["path"]), "folder": str(work / "int8"),
+                                                     "data": str(args.data) if args.data.is_dir() else None,
+                                                     "split": str(split) if split else None,
+                                                     "limit": args.int8_limit,
+                                                     "latency_n": max(10, args.requests // 2)}, timeout=1800)[0]
+                verified = int8["record"]["verified"]
+                print(f"  top-1 agreement {verified['top1_agreement']:.3f} on {verified['images']} photos: "
+                      + ("accepted" if verified["accepted"] else "REJECTED"), flush=True)
+                results["int8"] = int8
+
         with h.MotoS3() as s3:
             helpers.append(s3.process.pid)
-            fast_uri = s3.publish(model["path"], "fast")
+            targets = {"fast": s3.publish(model["path"], "fast")}
+            if int8 and int8["record"]["verified"]["accepted"]:
+                targets["int8"] = s3.publish(Path(int8["model_copy"]), "int8")
             keras_uri = s3.publish(h.keras_only_copy(model["path"], work / "keras-only"), "keras")
-            with section("fast", f"fast path over HTTP ({fast_uri}) ..."):
-                results["fast"] = serve_and_measure("fast", fast_uri, s3.env, args, photos, work, args.cold_runs)
-
-            with section("baseline", "plain-Keras baseline (fresh processes) ..."):
-                results["baseline"] = plain_keras(model["path"], photo_dir, args)
+            with section("paired", "fast path over HTTP and plain Keras, in turns ..."):
+                measured = paired(model["path"], targets, s3.env, args, photos, photo_dir, work)
+            results["fast"], results["baseline"] = measured["fast"], measured["baseline"]
+            if "int8" in measured:
+                results["int8"]["http"] = measured["int8"]
 
             if not args.skip_keras_http:
                 with section("keras_http", "Keras through the same HTTP function (manifest without fast_path) ..."):
@@ -373,26 +388,12 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
                                                               args.cold_runs)
 
             with section("cold_breakdown", "cold start phases, imports, Lambda entry point ..."):
-                results["cold_breakdown"] = cold_phases(fast_uri, s3.env, photo_dir / "0000.jpg", work)
-                results["lambda"] = lambda_cold(fast_uri, s3.env, photo_dir / "0000.jpg", work, args.cold_runs)
-
-            if not args.skip_int8:
-                with section("int8", "int8: derive on a copy, agreement on held-out photos ..."):
-                    int8 = h.run_child("child_int8.py", {"model": str(model["path"]), "folder": str(work / "int8"),
-                                                         "data": str(args.data) if args.data.is_dir() else None,
-                                                         "split": str(split) if split else None,
-                                                         "limit": args.int8_limit,
-                                                         "latency_n": max(10, args.requests // 2)}, timeout=1800)[0]
-                    if int8["record"]["verified"]["accepted"]:
-                        print("  int8 accepted: publishing and serving it over HTTP ...", flush=True)
-                        int8_uri = s3.publish(Path(int8["model_copy"]), "int8")
-                        int8["http"] = serve_and_measure("int8", int8_uri, s3.env, args, photos, work,
-                                                         args.cold_runs, clients=[max(args.clients)])
-                    results["int8"] = int8
+                results["cold_breakdown"] = cold_phases(targets["fast"], s3.env, photo_dir / "0000.jpg", work)
+                results["lambda"] = lambda_cold(targets["fast"], s3.env, photo_dir / "0000.jpg", work, args.cold_runs)
 
             if args.threads_duration > 0:
                 with section("threads", "thread settings and the interpreter-pool experiment ..."):
-                    results["threads"] = thread_settings(fast_uri, s3.env, args, photos, work)
+                    results["threads"] = thread_settings(targets["fast"], s3.env, args, photos, work)
 
         if not args.skip_install_size:
             with section("install", "install size ..."):
@@ -416,21 +417,93 @@ def wait_for_quiet(helpers: list[int], limit: float, sample: float = 2.0) -> flo
     return time.monotonic() - started if limit > 0 and time.monotonic() - started > sample + 0.5 else 0.0
 
 
-def plain_keras(model: Path, photo_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
-    colds = []
-    for run in range(max(1, args.cold_runs) - 1):
-        cold = h.keras_baseline(model, photo_dir, cold_only=True)
-        colds.append(cold["cold_seconds"])
-        print(f"  [plain keras] cold {run + 1}: {cold['cold_seconds']:.2f} s", flush=True)
-    full = h.keras_baseline(model, photo_dir, cold_only=False, warm=args.requests,
-                            clients=args.clients, duration=args.duration)
-    colds.append(full["cold_seconds"])
-    print(f"  [plain keras] cold {len(colds)}: {full['cold_seconds']:.2f} s", flush=True)
-    full["warm"] = h.summary_ms(full.pop("warm_seconds"))
-    full["cold_s"], full["cold_median_s"] = colds, sorted(colds)[len(colds) // 2]
-    print(f"  [plain keras] predict p50 {full['warm']['p50_ms']:.1f} ms; "
-          + ", ".join(f"{t['clients']} threads {t['images_per_s']:.1f}/s" for t in full["throughput"]), flush=True)
-    return full
+def paired(model: Path, targets: dict[str, str], env: dict[str, str], args: argparse.Namespace,
+           photos: list[bytes], photo_dir: Path, work: Path) -> dict[str, Any]:
+    """The fast path(s) over HTTP and the plain-Keras baseline, measured in turns.
+
+    ``targets`` maps a name ("fast", "int8") to its S3 URI. Cold starts
+    alternate (fast, int8, Keras, fast, ...); warm requests run in blocks
+    that alternate between the servers and the baseline process; throughput
+    levels alternate too. So a neighbour's load on a shared machine hits
+    both sides of each ratio alike.
+    """
+    runs = max(1, args.cold_runs)
+    out: dict[str, Any] = {name: {"uri": uri, "cold_s": [], "throughput": []} for name, uri in targets.items()}
+    base: dict[str, Any] = {"cold_s": [], "throughput": []}
+    servers: dict[str, h.FunctionServer] = {}
+    baseline: h.KerasBaseline | None = None
+    try:
+        for run in range(runs):
+            for name, uri in targets.items():
+                if name in servers:
+                    servers[name].stop()
+                server = h.FunctionServer({**env, "SKINSCAN_MODEL_URI": uri,
+                                           "SKINSCAN_CACHE_DIR": str(work / f"cache-{name}-{run}")}, work / "logs")
+                servers[name] = server
+                server.start()
+                first = server.first_answer(photos[run % len(photos)])
+                if not str(first["backend"]).startswith("litert"):
+                    raise RuntimeError(f"[{name}] the function served with {first['backend']}, not LiteRT")
+                out[name]["cold_s"].append(first["seconds"])
+                out[name]["backend"] = first["backend"]
+                print(f"  [{name}] cold start {run + 1}: {first['seconds']:.2f} s ({first['backend']})", flush=True)
+            last = run == runs - 1
+            process = h.KerasBaseline(model, photo_dir, work / "logs", cold_only=not last)
+            if last:
+                baseline = process  # stopped in the finally below, even if its start fails
+            try:
+                first = process.start()
+            finally:
+                if not last:
+                    process.stop()
+            base["cold_s"].append(first["cold_seconds"])
+            print(f"  [plain keras] cold start {run + 1}: {first['cold_seconds']:.2f} s", flush=True)
+            if last:
+                base.update({k: first[k] for k in ("import_s", "load_s", "first_predict_s", "keras")})
+        assert baseline is not None
+        for server in servers.values():
+            for i in range(3):
+                h.post_image(server.port, photos[i % len(photos)])
+        blocks = max(1, min(5, args.requests // 10))
+        seconds: dict[str, list[float]] = {name: [] for name in [*servers, "baseline"]}
+        failures = dict.fromkeys(servers, 0)
+        done = 0
+        for block in range(blocks):
+            n = args.requests // blocks + (1 if block < args.requests % blocks else 0)
+            for name, server in servers.items():
+                got, failed = h.sequential_seconds(server.port, photos, n, offset=done)
+                seconds[name] += got
+                failures[name] += failed
+            seconds["baseline"] += baseline.warm(n, done)
+            done += n
+        for name in servers:
+            out[name]["warm"] = {**h.summary_ms(seconds[name]), "failures": failures[name]}
+            print(f"  [{name}] warm p50 {out[name]['warm']['p50_ms']:.1f} ms, p95 {out[name]['warm']['p95_ms']:.1f} ms",
+                  flush=True)
+        base["warm"] = h.summary_ms(seconds["baseline"])
+        print(f"  [plain keras] predict p50 {base['warm']['p50_ms']:.1f} ms, p95 {base['warm']['p95_ms']:.1f} ms",
+              flush=True)
+        for clients in args.clients:
+            for name, server in servers.items():
+                level = h.concurrent_throughput(server.port, photos, clients, args.duration)
+                out[name]["throughput"].append(level)
+                print(f"  [{name}] {clients} clients: {level['images_per_s']:.1f} images/s", flush=True)
+            level = baseline.throughput(clients, args.duration)
+            base["throughput"].append(level)
+            print(f"  [plain keras] {clients} threads: {level['images_per_s']:.1f} images/s", flush=True)
+        for name, server in servers.items():
+            out[name]["rss"] = server.peak_rss()
+            # The gunicorn arbiter never loads the model; the worker (largest) is the serving process.
+            out[name]["peak_rss_mb"] = out[name]["rss"]["max_mb"]
+        base["peak_rss_mb"] = baseline.peak_rss_mb()
+    finally:
+        for server in servers.values():
+            server.stop()
+        if baseline:
+            baseline.stop()
+    for figures in [*out.values(), base]:
+        figures["cold_median_s"] = sorted(figures["cold_s"])[len(figures["cold_s"]) // 2]
+    return {**out, "baseline": base}
 
 
 def thread_settings(uri: str, env: dict[str, str], args: argparse.Namespace, photos: list[bytes],
@@ -564,7 +637,7 @@ def render(r: dict[str, Any]) -> str:
                          f"≤ {GOALS['warm_ratio_int8']}×: {verdict['int8 warm HTTP p50 / plain-Keras p50']}"))
             ih = int8["http"]
             rows.append(("int8 cold start (s) / throughput (images/s) / RSS (MB)",
-                         f"{_f(ih['cold_median_s'], 2)} / {_f(ih['throughput'][0]['images_per_s'])} / "
+                         f"{_f(ih['cold_median_s'], 2)} / {_f(max(t['images_per_s'] for t in ih['throughput']))} / "
                          f"{_f(ih['peak_rss_mb'], 0)}", "", "", "", "",
                          f"file {int8['int8_bytes'] / 1e6:.1f} MB vs float32 {int8.get('float32_bytes', 0) / 1e6:.1f} MB"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
