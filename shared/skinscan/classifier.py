@@ -62,6 +62,12 @@ class Classifier:
         novelty = self.novelty.score(features) if self.novelty else np.zeros(len(raw))
         return calibrated, novelty
 
+    def rejected(self, figures: list[dict[str, float]], features: np.ndarray) -> np.ndarray:
+        """Which photos are "not recognised": unusable by the quality rules, or novel features."""
+        problems = np.array([quality.problem(f, self.quality_rules) is not None for f in figures], dtype=bool)
+        novel = self.novelty.is_novel(features) if self.novelty else np.zeros(len(problems), dtype=bool)
+        return problems | novel
+
     def classify_image(self, image: Image.Image) -> dict[str, Any]:
         problem = quality.problem(quality.measure(image), self.quality_rules)
         if problem is None:

@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 
 from . import data as dataset
-from . import quality
 from .calibrate import BENIGN_IDS, MALIGNANT_IDS
 from .classifier import Classifier
 from .labels import LABELS
@@ -52,13 +51,7 @@ def evaluate(model_path: Path, data: Path, split_file: Path | None = None, part:
     report = classification_report(truth, probabilities)
     report["expected_calibration_error_uncalibrated"] = expected_calibration_error(truth, skin.raw)
 
-    def rejected(scored) -> np.ndarray:
-        problems = np.array([quality.problem(f, classifier.quality_rules) is not None for f in scored.figures])
-        novel = (classifier.novelty.score(scored.features) > classifier.novelty.threshold
-                 if classifier.novelty else np.zeros(len(problems), bool))
-        return problems | novel
-
-    skin_rejected = rejected(skin)
+    skin_rejected = classifier.rejected(skin.figures, skin.features)
     levels = np.array([classifier.result_from_probabilities(p)["recommendation"]["level"] for p in probabilities])
     referred = np.isin(levels, list(REFERRAL_LEVELS)) & ~skin_rejected
     malignant, benign = np.isin(truth, MALIGNANT_IDS), np.isin(truth, BENIGN_IDS)
@@ -70,7 +63,7 @@ def evaluate(model_path: Path, data: Path, split_file: Path | None = None, part:
         "malignant_referral": float(referred[malignant].mean()) if malignant.any() else None,
         "benign_referral": float(referred[benign].mean()) if benign.any() else None,
         "skin_rejected": float(skin_rejected.mean()),
-        "non_skin_rejected": float(rejected(negatives).mean()),
+        "non_skin_rejected": float(classifier.rejected(negatives.figures, negatives.features).mean()),
         "non_skin_count": int(len(negatives.raw)),
         "triage_levels": {level: int((levels == level).sum()) for level in sorted(set(levels))},
     })

@@ -34,8 +34,6 @@ FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 # reads; uploads must never reach a log, whatever level the app runs at.
 logging.getLogger("PIL").setLevel(max(logging.getLogger("PIL").level, logging.INFO))
 
-MIN_SIDE = 32
-
 
 class ImageError(ValueError):
     """The bytes are not an image we can read. ``code`` is machine-readable."""
