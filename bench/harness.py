@@ -159,7 +159,7 @@ def load_photos(manifest: dict[str, Any], data: Path | None, split_file: Path | 
     source = "generated 640x480 JPEGs (no skin9 photos found)"
     if data and Path(data).is_dir():
         if split_file and Path(split_file).is_file():
-            from skinscan.data import load_split
+            from skinscan.training.data import load_split
 
             paths = [Path(data) / s.path for s in load_split(split_file)["test"]]
             source = f"skin9 held-out test split ({Path(split_file).name})"

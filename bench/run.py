@@ -132,7 +132,7 @@ def held_out_split(args: argparse.Namespace, model: Path, work: Path) -> Path | 
         return split
     if not args.data.is_dir():
         return None
-    from skinscan.data import discover, save_split, stratified_split
+    from skinscan.training.data import discover, save_split, stratified_split
 
     # No split beside the model (the stand-in): the training pipeline's seeded split of the same folder.
     made = work / "split.json"

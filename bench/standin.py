@@ -21,7 +21,7 @@ def build_standin(folder: str | Path, size: int = 112, seed: int = 8) -> Path:
     import keras
 
     from skinscan import fastpath
-    from skinscan.architecture import build_densenet121
+    from skinscan.training.architecture import build_densenet121
     from skinscan.imaging import Preprocessing
     from skinscan.manifest import manifest_path_for, new_manifest, write_manifest
 

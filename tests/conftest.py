@@ -57,7 +57,7 @@ def fixture_model(tmp_path_factory) -> Path:
     """A random-weight seed-architecture model with a valid manifest, at 32 px."""
     import keras
 
-    from skinscan.architecture import build_densenet121
+    from skinscan.training.architecture import build_densenet121
     from skinscan.imaging import Preprocessing
     from skinscan.manifest import manifest_path_for, new_manifest, write_manifest
 

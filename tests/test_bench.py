@@ -32,7 +32,7 @@ def fast_model(tmp_path_factory):
     network it times, and this one builds and converts in seconds (DenseNet121 takes ~30 s)."""
     import keras
 
-    from skinscan.architecture import build_cnn
+    from skinscan.training.architecture import build_cnn
     from skinscan.fastpath import derive, sample_batches
     from skinscan.imaging import Preprocessing
     from skinscan.manifest import new_manifest, write_manifest

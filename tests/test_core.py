@@ -27,7 +27,7 @@ def test_nine_labels_spelled_and_ordered_as_the_seed():
 
 
 def test_seed_architecture_has_exactly_7046729_parameters():
-    from skinscan.architecture import SEED_PARAMETER_COUNT, build_densenet121
+    from skinscan.training.architecture import SEED_PARAMETER_COUNT, build_densenet121
 
     model = build_densenet121(64)
     assert SEED_PARAMETER_COUNT == 7_046_729

@@ -44,7 +44,7 @@ def test_temperature_fit_softens_overconfident_predictions():
 
 
 def test_stratified_split_is_seeded_and_keeps_every_class(tmp_path):
-    from skinscan.data import Sample, stratified_split
+    from skinscan.training.data import Sample, stratified_split
 
     samples = [Sample(f"{label}/{i}.jpg", c) for c, label in enumerate(LABELS) for i in range(20)]
     first, again = stratified_split(samples, seed=3), stratified_split(samples, seed=3)
@@ -74,7 +74,7 @@ def test_train_calibrate_evaluate_end_to_end_on_a_tiny_dataset(tiny_dataset, tmp
     from skinscan.calibrate import calibrate
     from skinscan.classifier import Classifier
     from skinscan.evaluate import evaluate
-    from skinscan.train import TrainConfig, train
+    from skinscan.training.train import TrainConfig, train
 
     out = tmp_path / "tiny.h5"
     summary = train(TrainConfig(data=tiny_dataset, out=out, image_size=32, epochs=1, batch_size=16,

@@ -31,7 +31,7 @@ class KerasBackend:
     def __init__(self, model_path: str | Path) -> None:
         import keras
 
-        from .architecture import with_features
+        from .training.architecture import with_features
 
         model = keras.models.load_model(model_path, compile=False)
         self.model = model

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from . import data as dataset
+from .training import data as dataset
 from . import novelty, quality, triage
 from .backends import KerasBackend
 from .imaging import Preprocessing

@@ -29,15 +29,27 @@ def main(argv: list[str] | None = None) -> int:
     train = commands.add_parser("train", help="train the DenseNet121 from scratch on a photo folder")
     train.add_argument("--data", type=Path, default=DEFAULT_DATA)
     train.add_argument("--out", type=Path, required=True)
-    train.add_argument("--image-size", type=int, default=128)
-    train.add_argument("--epochs", type=int, default=60)
+    train.add_argument("--image-size", type=int, default=160)
+    train.add_argument("--epochs", type=int, default=30)
+    train.add_argument("--steps-per-epoch", type=int, help="batches per epoch (default: one pass's worth)")
     train.add_argument("--batch-size", type=int, default=32)
     train.add_argument("--learning-rate", type=float, default=2e-3)
     train.add_argument("--time-budget", type=float, metavar="MINUTES",
-                       help="stop (and finish the cosine schedule) within this many minutes")
+                       help="fit the cosine schedule into this many minutes (a resumed run stops there)")
+    train.add_argument("--resume", type=Path, metavar="CHECKPOINT",
+                       help="continue the run whose checkpoint directory (or a file in it) this is")
     train.add_argument("--weights", type=Path, help="start the DenseNet121 backbone from a local weights file")
     train.add_argument("--split", type=Path, help="reuse (or write) this split file")
-    train.add_argument("--patience", type=int, default=20, help="stop after this many epochs without improvement")
+    train.add_argument("--cache", type=Path, help="keep the decoded photos here between runs")
+    train.add_argument("--pairs", type=int, default=4, help="two-view lesions per batch (0: off)")
+    train.add_argument("--consistency", type=float, default=0.3, help="weight of the two-view agreement loss")
+    train.add_argument("--class-power", type=float, default=0.35,
+                       help="sampling: 0 draws every class equally often, 1 as often as in the data")
+    train.add_argument("--clinical-share", type=float, default=0.35,
+                       help="least share of camera photos drawn inside a class that has both types")
+    train.add_argument("--no-style-augmentation", action="store_true",
+                       help="only crops, flips and mild colour (for the ablation)")
+    train.add_argument("--val-limit", type=int, default=900, help="validation photos scored every epoch")
     train.add_argument("--seed", type=int, default=42)
     train.set_defaults(run=run_train)
 
@@ -124,12 +136,16 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from .train import TrainConfig, train
+    from .training.augment import AugmentConfig
+    from .training.train import TrainConfig, train
 
     train(TrainConfig(data=args.data, out=args.out, image_size=args.image_size, epochs=args.epochs,
-                      batch_size=args.batch_size, learning_rate=args.learning_rate,
-                      time_budget_minutes=args.time_budget, weights=args.weights,
-                      split_file=args.split, seed=args.seed, patience=args.patience))
+                      steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
+                      learning_rate=args.learning_rate, time_budget_minutes=args.time_budget,
+                      resume=args.resume, weights=args.weights, split_file=args.split, cache_dir=args.cache,
+                      pairs_per_batch=args.pairs, consistency=args.consistency, class_power=args.class_power,
+                      clinical_share=args.clinical_share, val_limit=args.val_limit, seed=args.seed,
+                      augmentation=AugmentConfig(style=not args.no_style_augmentation)))
     return 0
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from . import data as dataset
+from .training import data as dataset
 from .calibrate import BENIGN_IDS, MALIGNANT_IDS
 from .classifier import Classifier
 from .labels import LABELS

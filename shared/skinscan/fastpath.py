@@ -33,7 +33,7 @@ def convert(model_path: Path, kind: str = "litert-float32") -> bytes:
     import tensorflow as tf
     from keras.src import export as keras_export
 
-    from .architecture import with_features
+    from .training.architecture import with_features
 
     model = with_features(keras.models.load_model(model_path, compile=False))
     size = model.input_shape[1]
@@ -100,7 +100,7 @@ def sample_batches(model_path: Path, data: Path | None, split_file: Path | None,
     manifest = read_manifest(manifest_path_for(model_path))
     preprocessing = Preprocessing.from_dict(manifest["preprocessing"])
     if data and split_file and Path(split_file).exists():
-        from . import data as dataset
+        from .training import data as dataset
 
         samples = dataset.load_split(split_file)["test"][:limit]
         pixels, _ = dataset.load_pixels(data, samples, preprocessing.size)

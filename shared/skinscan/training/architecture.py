@@ -6,7 +6,7 @@ own training (or from a local file the user supplies with ``--weights``).
 
 from __future__ import annotations
 
-from .labels import LABELS
+from ..labels import LABELS
 
 SEED_PARAMETER_COUNT = 7_046_729
 FEATURES_LAYER = "features"
