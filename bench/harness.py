@@ -213,7 +213,7 @@ class MotoS3:
                             aws_access_key_id="testing", aws_secret_access_key="testing")
 
     def publish(self, model_path: Path, prefix: str) -> str:
-        from skinscan.publish import publish_model
+        from skinscan.training.publish import publish_model
 
         return publish_model(model_path, f"s3://{BUCKET}/{prefix}/", client=self.client())
 

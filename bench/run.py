@@ -32,7 +32,7 @@ if str(BENCH_DIR.parent / "shared") not in sys.path:  # run from a checkout with
 
 import harness as h  # noqa: E402
 
-DEFAULT_MODEL = h.REPO / "models" / "skinscan-densenet121.h5"
+DEFAULT_MODEL = h.REPO / "shared" / "skinscan" / "models" / "skinscan-densenet121.h5"
 DEFAULT_DATA = Path(os.environ.get("SKINSCAN_DATA", h.REPO.parent / "shared" / "data" / "skin9"))
 
 GOALS = {

@@ -17,7 +17,7 @@ import httpx
 
 log = logging.getLogger("bot.function")
 
-# The function refuses larger uploads with 413 (see skinscan.http_api.MAX_UPLOAD_BYTES).
+# The function refuses larger uploads with 413 (see functions.http_api.MAX_UPLOAD_BYTES).
 FUNCTION_MAX_BYTES = 10 * 1024 * 1024
 UNREADABLE_CODES = frozenset({"empty_image", "not_an_image", "corrupt_image", "image_too_large"})
 

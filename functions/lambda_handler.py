@@ -1,7 +1,7 @@
 """The same classify function behind AWS Lambda (function URL or HTTP API v2 / REST v1 events).
 
 The event is turned into a Werkzeug request and answered by
-:func:`skinscan.http_api.respond`, so Lambda and functions-framework share
+:func:`functions.http_api.respond`, so Lambda and functions-framework share
 every status code and JSON shape.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 from werkzeug.wrappers import Request
 
-from skinscan.http_api import error_response, respond
+from functions.http_api import error_response, respond
 from skinscan.logs import configure_logging
 
 configure_logging()

@@ -2,13 +2,13 @@
 
     functions-framework --source functions/main.py --target classify --port 8080
 
-All behaviour lives in :mod:`skinscan.http_api`; this file only names the target.
+All behaviour lives in :mod:`functions.http_api`; this file only names the target.
 """
 
 import functions_framework
 from flask import Request
 
-from skinscan.http_api import respond
+from functions.http_api import respond
 from skinscan.logs import configure_logging
 
 configure_logging()

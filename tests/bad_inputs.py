@@ -31,7 +31,7 @@ import pytest
 from PIL import Image
 
 MB = 1024 * 1024
-LIMIT = 10 * MB  # skinscan.http_api.MAX_UPLOAD_BYTES
+LIMIT = 10 * MB  # functions.http_api.MAX_UPLOAD_BYTES
 OK = None  # "expect a 200 result", in the code column
 
 

@@ -33,7 +33,7 @@ from werkzeug.wrappers import Request
 import bad_inputs
 from bad_inputs import LIMIT, OK, FileCase, files, fixture_service, multipart, requests, served  # noqa: F401
 from conftest import REPO
-from skinscan import http_api
+from functions import http_api
 from skinscan.imaging import MAX_PIXELS, ImageError, decode
 
 RESULT_STATUSES = ("ok", "not_recognised")

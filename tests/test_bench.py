@@ -33,7 +33,7 @@ def fast_model(tmp_path_factory):
     import keras
 
     from skinscan.training.architecture import build_cnn
-    from skinscan.fastpath import derive, sample_batches
+    from skinscan.training.fastpath import derive, sample_batches
     from skinscan.imaging import Preprocessing
     from skinscan.manifest import new_manifest, write_manifest
 

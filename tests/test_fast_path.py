@@ -11,7 +11,7 @@ import pytest
 
 from conftest import SKIN9, needs_skin9
 from skinscan.classifier import Classifier
-from skinscan.fastpath import derive, sample_batches
+from skinscan.training.fastpath import derive, sample_batches
 from skinscan.manifest import manifest_path_for, read_manifest
 from skinscan.store import resolve
 
@@ -56,7 +56,7 @@ def test_an_altered_fast_form_is_ignored_and_the_h5_serves(fast_model, tmp_path)
 
 
 def test_from_s3_only_the_verified_fast_form_is_downloaded(moto_s3, fast_model, tmp_path):
-    from skinscan.publish import publish_model
+    from skinscan.training.publish import publish_model
 
     boto3.client("s3").create_bucket(Bucket="models")
     uri = publish_model(fast_model, "s3://models/v1/")
@@ -69,7 +69,7 @@ def test_from_s3_only_the_verified_fast_form_is_downloaded(moto_s3, fast_model, 
 
 @needs_skin9
 def test_shipped_fast_form_agrees_with_the_h5_on_real_photos():
-    from skinscan.fastpath import agreement, fast_path_for
+    from skinscan.training.fastpath import agreement, fast_path_for
     from skinscan.store import SHIPPED_MODEL
 
     if not SHIPPED_MODEL.exists():

@@ -34,7 +34,7 @@ from functions_framework import create_app as create_function_app
 from conftest import REPO, free_port, image_bytes, wait_for_port
 from skinscan import service
 from skinscan.manifest import sha256_file
-from skinscan.publish import publish_model
+from skinscan.training.publish import publish_model
 
 BUCKET = "models"
 URI = f"s3://{BUCKET}/m/fixture.h5"

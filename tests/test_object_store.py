@@ -8,7 +8,7 @@ from functions_framework import create_app
 
 from conftest import REPO
 from skinscan.cli import main as cli
-from skinscan.publish import PublishError, publish_model
+from skinscan.training.publish import PublishError, publish_model
 from skinscan.store import ModelUnavailable, resolve
 
 

@@ -39,7 +39,7 @@ def test_the_shipped_model_was_trained_and_calibrated_not_left_at_random_weights
 
 @needs_skin9
 def test_held_out_figures_are_at_least_what_the_model_card_claims(tmp_path):
-    from skinscan.evaluate import evaluate
+    from skinscan.training.evaluate import evaluate
 
     claimed = json.loads(CARD_FIGURES.read_text())
     report = evaluate(SHIPPED_MODEL, SKIN9, SHIPPED_MODEL.with_name(SHIPPED_MODEL.stem + ".split.json"), "test")

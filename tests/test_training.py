@@ -71,9 +71,9 @@ def tiny_dataset(tmp_path_factory):
 
 
 def test_train_calibrate_evaluate_end_to_end_on_a_tiny_dataset(tiny_dataset, tmp_path):
-    from skinscan.calibrate import calibrate
+    from skinscan.training.calibrate import calibrate
     from skinscan.classifier import Classifier
-    from skinscan.evaluate import evaluate
+    from skinscan.training.evaluate import evaluate
     from skinscan.training.train import TrainConfig, train
 
     out = tmp_path / "tiny.h5"

@@ -19,8 +19,8 @@ from urllib.parse import urlparse
 from .backends import litert_available
 from .manifest import ManifestError, manifest_path_for, read_manifest, sha256_file, validate
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SHIPPED_MODEL = REPO_ROOT / "models" / "skinscan-densenet121.h5"
+# The shipped model is package data: it travels inside the wheel, so any install finds it.
+SHIPPED_MODEL = Path(__file__).resolve().parent / "models" / "skinscan-densenet121.h5"
 
 
 class ModelUnavailable(RuntimeError):

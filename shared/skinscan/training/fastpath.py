@@ -16,7 +16,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from .manifest import manifest_path_for, read_manifest, sha256_file, write_manifest
+from ..manifest import manifest_path_for, read_manifest, sha256_file, write_manifest
 
 KINDS = ("litert-float32", "litert-int8")
 PROBABILITY_TOLERANCE = {"litert-float32": 1e-4, "litert-int8": 0.05}
@@ -33,7 +33,7 @@ def convert(model_path: Path, kind: str = "litert-float32") -> bytes:
     import tensorflow as tf
     from keras.src import export as keras_export
 
-    from .training.architecture import with_features
+    from .architecture import with_features
 
     model = with_features(keras.models.load_model(model_path, compile=False))
     size = model.input_shape[1]
@@ -55,7 +55,7 @@ def convert(model_path: Path, kind: str = "litert-float32") -> bytes:
 
 def agreement(model_path: Path, fast_file: Path, batches: Iterable[np.ndarray]) -> dict[str, Any]:
     """Compare the fast form with Keras on pre-processed photos: top-1 and probabilities."""
-    from .backends import KerasBackend, LiteRTBackend
+    from ..backends import KerasBackend, LiteRTBackend
 
     keras_backend, fast_backend = KerasBackend(model_path), LiteRTBackend(fast_file)
     same_top1, worst, count = 0, 0.0, 0
@@ -95,12 +95,12 @@ def derive(model_path: Path, batches: Iterable[np.ndarray], kind: str = "litert-
 def sample_batches(model_path: Path, data: Path | None, split_file: Path | None, limit: int = 200,
                    seed: int = 0) -> Iterable[np.ndarray]:
     """Real held-out photos when available, otherwise generated skin-like images."""
-    from .imaging import Preprocessing
+    from ..imaging import Preprocessing
 
     manifest = read_manifest(manifest_path_for(model_path))
     preprocessing = Preprocessing.from_dict(manifest["preprocessing"])
     if data and split_file and Path(split_file).exists():
-        from .training import data as dataset
+        from . import data as dataset
 
         samples = dataset.load_split(split_file)["test"][:limit]
         pixels, _ = dataset.load_pixels(data, samples, preprocessing.size)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from .manifest import ManifestError, manifest_path_for, read_manifest, sha256_file, verify_model_file
-from .store import manifest_key_for, s3_client, sibling_key, split_s3_uri
+from ..manifest import ManifestError, manifest_path_for, read_manifest, sha256_file, verify_model_file
+from ..store import manifest_key_for, s3_client, sibling_key, split_s3_uri
 
 
 class PublishError(RuntimeError):

@@ -8,7 +8,7 @@
   reject the most ``tune`` non-skin photos while rejecting at most the given
   share of validation skin photos.
 
-The ``test`` split and the ``test`` negatives are left for :mod:`skinscan.evaluate`.
+The ``test`` split and the ``test`` negatives are left for :mod:`skinscan.training.evaluate`.
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from .training import data as dataset
-from . import novelty, quality, triage
-from .backends import KerasBackend
-from .imaging import Preprocessing
-from .labels import BENIGN, LABELS, MALIGNANT
-from .manifest import manifest_path_for, new_manifest, read_manifest, write_manifest
-from .metrics import fit_temperature, softmax_with_temperature
+from . import data as dataset
+from .. import novelty, quality, triage
+from ..backends import KerasBackend
+from ..imaging import Preprocessing
+from ..labels import BENIGN, LABELS, MALIGNANT
+from ..manifest import manifest_path_for, new_manifest, read_manifest, write_manifest
+from ..metrics import fit_temperature, softmax_with_temperature
 from .negatives import non_skin_images
 from .scoring import load_images, score
 

@@ -18,9 +18,9 @@ from werkzeug.formparser import FormDataParser
 from werkzeug.wsgi import LimitedStream
 from werkzeug.wrappers import Request, Response
 
-from .imaging import ImageError
-from .service import get_classifier
-from .store import ModelUnavailable
+from skinscan.imaging import ImageError
+from skinscan.service import get_classifier
+from skinscan.store import ModelUnavailable
 
 log = logging.getLogger("skinscan.http")
 

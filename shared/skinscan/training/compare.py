@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from .training import data as dataset
-from .imaging import Preprocessing
-from .labels import LABELS
+from . import data as dataset
+from ..imaging import Preprocessing
+from ..labels import LABELS
 
 
 def measure(model_path: Path, data: Path, split: dict, image_size: int) -> dict[str, float]:
@@ -37,7 +37,7 @@ def compare(data: Path, out_dir: Path, split_file: Path, epochs: int, image_size
             architectures: tuple[str, ...] = ("cnn", "mobilenet", "densenet121"),
             reuse: dict[str, Path] | None = None) -> list[dict[str, Any]]:
     """Train (or reuse, for ``reuse[name] = model.h5``) each network and measure it."""
-    from .training.train import TrainConfig, train
+    from .train import TrainConfig, train
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

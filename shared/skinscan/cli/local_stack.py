@@ -13,9 +13,9 @@ from pathlib import Path
 
 from werkzeug.serving import make_server
 
-from .logs import configure_logging
-from .service import get_classifier
-from .store import ModelUnavailable, model_uri
+from ..logs import configure_logging
+from ..service import get_classifier
+from ..store import ModelUnavailable, model_uri
 
 FUNCTION_SOURCE = Path(__file__).resolve().parents[2] / "functions" / "main.py"
 

@@ -106,9 +106,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_classify(args: argparse.Namespace) -> int:
-    from .imaging import ImageError
-    from .service import get_classifier
-    from .store import ModelUnavailable
+    from ..imaging import ImageError
+    from ..service import get_classifier
+    from ..store import ModelUnavailable
 
     if args.model:
         os.environ["SKINSCAN_MODEL_URI"] = args.model
@@ -136,8 +136,8 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from .training.augment import AugmentConfig
-    from .training.train import TrainConfig, train
+    from ..training.augment import AugmentConfig
+    from ..training.train import TrainConfig, train
 
     train(TrainConfig(data=args.data, out=args.out, image_size=args.image_size, epochs=args.epochs,
                       steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
@@ -154,8 +154,8 @@ def _split_for(model: Path, split: Path | None) -> Path:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate, text_report
-    from .store import SHIPPED_MODEL
+    from ..training.evaluate import evaluate, text_report
+    from ..store import SHIPPED_MODEL
 
     model = args.model or SHIPPED_MODEL
     report = evaluate(model, args.data, _split_for(model, args.split), args.part, args.out)
@@ -164,7 +164,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
-    from .calibrate import calibrate
+    from ..training.calibrate import calibrate
 
     calibrate(args.model, args.data, _split_for(args.model, args.split),
               referral_target=args.referral_target, skin_rejection=args.skin_rejection)
@@ -172,8 +172,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from .compare import compare, table
-    from .store import SHIPPED_MODEL
+    from ..training.compare import compare, table
+    from ..store import SHIPPED_MODEL
 
     rows = compare(args.data, args.out, _split_for(SHIPPED_MODEL, args.split), args.epochs, args.image_size,
                    reuse={"densenet121": args.reuse_densenet} if args.reuse_densenet else None)
@@ -183,7 +183,7 @@ def run_compare(args: argparse.Namespace) -> int:
 
 
 def run_optimize(args: argparse.Namespace) -> int:
-    from .fastpath import derive, sample_batches
+    from ..training.fastpath import derive, sample_batches
 
     split = _split_for(args.model, args.split)
     data = args.data if args.data.is_dir() else None
@@ -196,7 +196,7 @@ def run_optimize(args: argparse.Namespace) -> int:
 
 
 def run_publish(args: argparse.Namespace) -> int:
-    from .publish import PublishError, publish_model
+    from ..training.publish import PublishError, publish_model
 
     try:
         uri = publish_model(args.model, args.destination)

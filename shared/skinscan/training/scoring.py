@@ -9,9 +9,9 @@ from typing import Iterable
 import numpy as np
 from PIL import Image
 
-from . import quality
-from .backends import Backend
-from .imaging import Preprocessing, decode, square_pixels
+from .. import quality
+from ..backends import Backend
+from ..imaging import Preprocessing, decode, square_pixels
 
 
 @dataclass

@@ -15,15 +15,15 @@ from typing import Any
 
 import numpy as np
 
-from .training import data as dataset
+from . import data as dataset
 from .calibrate import BENIGN_IDS, MALIGNANT_IDS
-from .classifier import Classifier
-from .labels import LABELS
-from .metrics import (balanced_accuracy, confusion_matrix, expected_calibration_error, per_class,
+from ..classifier import Classifier
+from ..labels import LABELS
+from ..metrics import (balanced_accuracy, confusion_matrix, expected_calibration_error, per_class,
                       softmax_with_temperature, top_k_accuracy)
 from .negatives import non_skin_images
 from .scoring import load_images, score
-from .triage import REFERRAL_LEVELS
+from ..triage import REFERRAL_LEVELS
 
 
 def classification_report(truth: np.ndarray, probabilities: np.ndarray) -> dict[str, Any]:
