@@ -1,34 +1,49 @@
 # Two commands on a fresh machine (Python 3.11+):
-#   make serve   install and start the local stack on the shipped model
-#   make test    install everything the tests need and run them
+#   make serve   install what serving needs (.[serve,web,bot]: no TensorFlow) and start the local stack
+#   make test    install everything (.[dev]) and run the whole suite (what CI runs)
+# and, while working:
+#   make check   the fast tier: unit and contract tests on a fake backend, no TensorFlow import
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP_FLAGS ?= -q --disable-pip-version-check
 
-.PHONY: install serve test test-deps bench clean
+.PHONY: install install-dev serve check test test-deps bench clean
 
-install: $(VENV)/.installed
-
-$(VENV)/.installed: pyproject.toml
+# One venv; each stamp records which extras are in it (pyproject.toml changes reinstall them).
+$(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install $(PIP_FLAGS) --upgrade pip
-	$(PY) -m pip install $(PIP_FLAGS) -e ".[dev]"
+
+$(VENV)/.installed-serve: pyproject.toml | $(PY)
+	$(PY) -m pip install $(PIP_FLAGS) -e ".[serve,web,bot]"
 	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(PY)
+	$(PY) -m pip install $(PIP_FLAGS) -e ".[dev]"
+	touch $@ $(VENV)/.installed-serve
+
+install: $(VENV)/.installed-serve
+
+install-dev: $(VENV)/.installed-dev
 
 serve: install
 	$(VENV)/bin/skinscan serve
 
 # Browser and infra checks need Chromium and the osls packager; install them when we can.
-test-deps: install
+test-deps: install-dev
 	@bash infra/install-test-deps.sh
+
+# The fast tier: no slow marks, and conftest fails the run if TensorFlow is imported.
+check: install-dev
+	SKINSCAN_FAST_TIER=1 $(PY) -m pytest -q -m "not slow"
 
 # The dependency audit runs first, so pytest's summary is the last thing printed.
 test: test-deps
 	bash infra/audit.sh
 	$(PY) -m pytest
 
-bench: install
+bench: install-dev
 	$(PY) bench/run.py
 
 clean:

@@ -18,10 +18,13 @@ from dataclasses import dataclass
 from telegram import Bot, BotCommand
 from telegram.ext import Application, ApplicationBuilder
 
+from skinscan_client.signing import auth_from_env
+
 from .handlers import RateLimiter, Services, register
 
 DEFAULT_API_BASE_URL = "https://api.telegram.org"
-ALLOWED_UPDATES = ["message"]  # all the bot answers; fewer updates, less to process and pay for
+# All the bot answers (messages, and presses of its question buttons); fewer updates, less to pay for.
+ALLOWED_UPDATES = ["message", "callback_query"]
 COMMANDS = [
     BotCommand("help", "what I do and how to take a good photo"),
     BotCommand("privacy", "what happens to your photos"),
@@ -58,9 +61,37 @@ def api_urls(api_base_url: str) -> tuple[str, str]:
     return f"{root}/bot", f"{root}/file/bot"
 
 
+class _BotApiAnswersNotLogged(logging.Filter):
+    """PTB logs every Bot API *answer* at DEBUG, and answers echo people's messages: getUpdates
+    returns them, and a reply's answer carries the message it quotes (for an image file, its file
+    name). The bot quotes the photo under its result (the question buttons find the photo that
+    way), so keep those answers out of the log; the calls themselves are still logged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and "finished with return value" in record.msg and record.args:
+            record.msg, record.args = "Call to Bot API endpoint `%s` finished (answer not logged)", record.args[:1]
+        return True
+
+
+_ANSWER_FILTER = _BotApiAnswersNotLogged()
+
+
+def keep_bot_api_answers_out_of_logs() -> None:
+    for name in ("telegram.Bot", "telegram.ext.ExtBot"):
+        logger = logging.getLogger(name)
+        if _ANSWER_FILTER not in logger.filters:
+            logger.addFilter(_ANSWER_FILTER)
+
+
 def build_application(settings: BotSettings, *, with_updater: bool = True,
-                      rate_limiter: RateLimiter | None = None) -> Application:
-    """The one place an Application is built. ``with_updater=False`` for the webhook."""
+                      rate_limiter: RateLimiter | None = None, auth: object | None = None) -> Application:
+    """The one place an Application is built. ``with_updater=False`` for the webhook.
+
+    ``auth``: an ``httpx.Auth`` for the calls to the classify function (e.g. SigV4 signing);
+    default: what ``SKINSCAN_FUNCTION_AUTH`` asks for (``aws_iam`` in the stack, where the
+    classify function URL is AWS_IAM; unset: plain requests).
+    """
+    keep_bot_api_answers_out_of_logs()
     base_url, base_file_url = api_urls(settings.api_base_url)
     builder = (ApplicationBuilder().token(settings.token)
                .base_url(base_url).base_file_url(base_file_url)
@@ -72,6 +103,7 @@ def build_application(settings: BotSettings, *, with_updater: bool = True,
         function_url=settings.function_url,
         function_timeout_s=settings.function_timeout_s,
         rate_limiter=rate_limiter or RateLimiter(limit=settings.rate_limit_per_minute),
+        auth=auth if auth is not None else auth_from_env(),
     ))
     return application
 

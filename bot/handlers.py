@@ -7,6 +7,15 @@ rate limiter across updates while building nothing else twice.
 
 Images are held in memory only for the time of one request to the classify
 function and are never written anywhere or logged.
+
+The checklist questions (after a photo's answer) keep no state in the process,
+so the stateless webhook runs them as well as polling does. Every message with
+buttons is sent as a reply to the person's photo: a button press brings that
+message back, and with it ``reply_to_message``, the photo, whose ``file_id``
+(far too long for the 64 bytes of ``callback_data``) is downloaded again for
+the final call. The answers so far travel in ``callback_data`` itself:
+``cl:`` + one letter per question asked (``y``/``n``/``u``, ``s`` skipped),
+plus ``!`` for "done now" -- at most 11 bytes. The function applies the rule.
 """
 
 from __future__ import annotations
@@ -14,18 +23,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from telegram import Bot, Message, Update
+from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
 from telegram.constants import ChatAction
 from telegram.error import TelegramError
-from telegram.ext import Application, CommandHandler, ContextTypes, MessageHandler, filters
+from telegram.ext import (Application, CallbackQueryHandler, CommandHandler, ContextTypes, MessageHandler,
+                          filters)
+
+from skinscan_client import MAX_UPLOAD_BYTES as FUNCTION_MAX_BYTES
+from skinscan_client import FunctionClient, FunctionError
+from skinscan_client.questions import ANSWER_VALUES, FIELDS
 
 from . import replies
-from .function_client import FUNCTION_MAX_BYTES, FunctionError, classify
 
 log = logging.getLogger("bot")
 
@@ -70,6 +84,49 @@ class Services:
     function_url: str
     function_timeout_s: float = 30.0
     rate_limiter: RateLimiter = field(default_factory=RateLimiter)
+    auth: object | None = None  # an httpx.Auth for the function calls (e.g. SigV4), or None
+
+    @property
+    def client(self) -> FunctionClient:
+        return FunctionClient(self.function_url, timeout=self.function_timeout_s, auth=self.auth)
+
+
+# -- the checklist's buttons: all their state is in callback_data and the photo they reply to ---------
+CALLBACK = re.compile(r"cl:([ynus]{0,%d})(!?)" % len(FIELDS))
+LETTER = {"yes": "y", "no": "n", "unsure": "u"}
+VALUE = {letter: value for value, letter in LETTER.items()}
+
+
+def offer_keyboard() -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup([[InlineKeyboardButton(replies.OFFER_BUTTON, callback_data="cl:")]])
+
+
+def question_keyboard(state: str) -> InlineKeyboardMarkup:
+    """Buttons for the next question after ``state`` (the answers so far)."""
+    answers = [InlineKeyboardButton(replies.BUTTON_LABELS[value], callback_data=f"cl:{state}{LETTER[value]}")
+               for value in ANSWER_VALUES]
+    return InlineKeyboardMarkup([answers, [
+        InlineKeyboardButton(replies.SKIP_BUTTON, callback_data=f"cl:{state}s"),
+        InlineKeyboardButton(replies.DONE_BUTTON, callback_data=f"cl:{state}!")]])
+
+
+def answers_of(state: str) -> dict[str, str]:
+    """``"yns"`` -> ``{"changed_size": "yes", "irregular_shape": "no"}`` (skipped: not sent)."""
+    return {FIELDS[i]: VALUE[letter] for i, letter in enumerate(state) if letter in VALUE}
+
+
+def attachment_of(message: object) -> tuple[str, int | None, str, str] | None:
+    """(file_id, size, filename, content_type) of a photo or image-file message, else None."""
+    if not isinstance(message, Message):
+        return None
+    if message.photo:
+        largest = message.photo[-1]
+        return largest.file_id, largest.file_size, "photo.jpg", "image/jpeg"
+    document = message.document
+    if document and (document.mime_type or "").startswith("image/"):
+        return (document.file_id, document.file_size, document.file_name or "image",
+                document.mime_type or "image/*")
+    return None
 
 
 def services(context: ContextTypes.DEFAULT_TYPE) -> Services:
@@ -87,6 +144,8 @@ def register(application: Application, services_: Services) -> None:
     application.add_handler(MessageHandler(new & filters.Document.IMAGE, on_image_document))
     application.add_handler(MessageHandler(new & filters.Document.ALL, on_other_document))
     application.add_handler(MessageHandler(new & filters.ALL, on_anything_else))
+    application.add_handler(CallbackQueryHandler(on_checklist, pattern=CALLBACK.pattern))
+    application.add_handler(CallbackQueryHandler(on_unknown_button))  # old versions' buttons, anything else
     application.add_error_handler(on_error)
 
 
@@ -142,13 +201,19 @@ async def analyse(message: Message, context: ContextTypes.DEFAULT_TYPE, file_id:
         return
 
     async with chat_action(context.bot, message.chat_id):
-        reply = await classify_attachment(context, file_id, filename, content_type)
-    await message.reply_text(reply)
+        reply, result = await classify_attachment(context, file_id, filename, content_type)
+    # A reply to the photo, so the question buttons below it can find the photo again.
+    await message.reply_text(reply, do_quote=result is not None,
+                             reply_markup=offer_keyboard() if result is not None else None)
 
 
 async def classify_attachment(context: ContextTypes.DEFAULT_TYPE, file_id: str, filename: str,
-                              content_type: str) -> str:
-    """Download into memory, classify over HTTP, and return the reply text. Nothing is kept."""
+                              content_type: str, answers: dict[str, str] | None = None,
+                              ) -> tuple[str, dict | None]:
+    """Download into memory, classify over HTTP: the reply text, and the result (None on failure).
+
+    Nothing is kept.
+    """
     settings = services(context)
     try:
         telegram_file = await context.bot.get_file(file_id)
@@ -157,17 +222,69 @@ async def classify_attachment(context: ContextTypes.DEFAULT_TYPE, file_id: str, 
         log.warning("could not download an attachment: %s", error)
         return replies.TRY_AGAIN_LATER
     if len(image) > FUNCTION_MAX_BYTES:
-        return replies.too_big_to_analyse(FUNCTION_MAX_BYTES)
+        return replies.too_big_to_analyse(FUNCTION_MAX_BYTES), None
     try:
-        result = await classify(settings.function_url, image, filename=filename,
-                                content_type=content_type, timeout=settings.function_timeout_s)
+        result = await settings.client.aclassify(image, filename=filename, content_type=content_type,
+                                                 answers=answers)
     except FunctionError as error:
         return {
             "timeout": replies.TOO_SLOW,
             "unreadable": replies.UNREADABLE_IMAGE,
             "too_large": replies.too_big_to_analyse(FUNCTION_MAX_BYTES),
-        }.get(error.kind, replies.TRY_AGAIN_LATER)
-    return replies.format_result(result)
+        }.get(error.kind, replies.TRY_AGAIN_LATER), None
+    return (replies.format_combined(result) if answers else replies.format_result(result)), result
+
+
+async def on_checklist(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """One button press of the questions: ask the next one, or send the combined advice."""
+    query = update.callback_query
+    match = CALLBACK.fullmatch(query.data or "")
+    message = query.message if isinstance(query.message, Message) else None
+    photo = message.reply_to_message if message else None
+    attachment = attachment_of(photo)
+    if match is None or attachment is None:
+        await stale_button(update, context)
+        return
+    state, done = match.group(1), bool(match.group(2))
+    if not state and not done:  # "Answer 7 quick questions" under a result: start
+        await query.answer()
+        with contextlib.suppress(TelegramError):  # the offer is used; a second flow would confuse
+            await query.edit_message_reply_markup(reply_markup=None)
+        await photo.reply_text(replies.question(0), do_quote=True, reply_markup=question_keyboard(""))
+        return
+    if len(state) < len(FIELDS) and not done:
+        await query.answer()
+        await query.edit_message_text(replies.question(len(state)), reply_markup=question_keyboard(state))
+        return
+    answers = answers_of(state)
+    await query.answer()
+    with contextlib.suppress(TelegramError):  # the questions become the record of the answers
+        await query.edit_message_text(replies.answers_summary(answers), reply_markup=None)
+    if not answers:
+        await photo.reply_text(replies.NO_ANSWERS, do_quote=True)
+        return
+    limiter = services(context).rate_limiter
+    retry_after = limiter.acquire(photo.chat_id)
+    if retry_after is not None:
+        await photo.reply_text(replies.rate_limited(limiter.limit, retry_after))
+        return
+    file_id, file_size, filename, content_type = attachment
+    async with chat_action(context.bot, photo.chat_id):
+        reply, _ = await classify_attachment(context, file_id, filename, content_type, answers)
+    await photo.reply_text(reply, do_quote=True)
+
+
+async def on_unknown_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    await stale_button(update, context)
+
+
+async def stale_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """A button whose photo is gone (deleted, too old) or that this version does not know: say so."""
+    log.info("a button without its photo was pressed")
+    with contextlib.suppress(TelegramError):
+        await update.callback_query.answer(replies.STALE_POPUP)
+    if update.effective_chat:
+        await context.bot.send_message(update.effective_chat.id, replies.STALE_BUTTON)
 
 
 @contextlib.asynccontextmanager

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from skinscan.triage import DISCLAIMER
+from skinscan_client import DISCLAIMER, checklist_effect, disclaimer_of, percent
+from skinscan_client.questions import ANSWER_LABELS, QUESTIONS, SOURCE
+
+# DISCLAIMER (the fallback), disclaimer_of and percent are skinscan_client's: one copy for page and bot.
 
 PHOTO_TIPS = (
     "For a good photo:\n"
@@ -25,6 +28,9 @@ HELP = (
     "This is not a diagnosis. I can be wrong, and only a doctor can examine your skin. If a spot "
     "is new, changing, bleeding, itchy or worries you, see a doctor, whatever I say.\n\n"
     f"{PHOTO_TIPS}\n\n"
+    "After each photo I can ask you 7 quick questions about the spot (has it changed in size, is its "
+    "shape or colour uneven, is it 7 mm or larger, inflamed, oozing, itchy or sore). "
+    f"{SOURCE} Tap Yes, No or Not sure; Skip leaves a question out.\n\n"
     "/privacy: what happens to your photos\n"
     "/help: show this again"
 )
@@ -104,19 +110,6 @@ def rate_limited(limit: int, retry_after: float) -> str:
     )
 
 
-def percent(probability: float) -> str:
-    """Whole percentages read best; a tiny non-zero chance should not read as "0%"."""
-    if 0 < probability < 0.005:
-        return "<1%"
-    return f"{probability * 100:.0f}%"
-
-
-def disclaimer_of(result: dict[str, Any]) -> str:
-    """The function's own disclaimer (it may be updated with the model); ours only as fallback."""
-    text = result.get("disclaimer")
-    return text if isinstance(text, str) and text.strip() else DISCLAIMER
-
-
 def format_result(result: dict[str, Any]) -> str:
     """One chat message for a classify result: conditions, advice, disclaimer.
 
@@ -156,3 +149,42 @@ def format_retake(result: dict[str, Any]) -> str:
         lines += ["", f"Tip: {tip}"]
     lines += ["", disclaimer_of(result)]
     return "\n".join(lines)
+
+
+# -- the checklist questions (the wording is skinscan_client's; the rule is the function's) ----------
+OFFER_BUTTON = "Answer 7 quick questions"
+SKIP_BUTTON = "Skip"
+DONE_BUTTON = "Done: show advice"
+BUTTON_LABELS = ANSWER_LABELS  # yes/no/unsure -> "Yes"/"No"/"Not sure"
+
+STALE_BUTTON = (
+    "That button belongs to a photo I can no longer see. Please send the photo again, and I will "
+    "ask the questions for it."
+)
+STALE_POPUP = "This photo is no longer available: please send it again."
+NO_ANSWERS = (
+    "You skipped every question, so the advice for this photo stays as it was.\n\n"
+    "If the spot worries you, see a doctor."
+)
+
+
+def question(index: int) -> str:
+    """Question ``index`` (0-based) as a chat message."""
+    return (f"Question {index + 1} of {len(QUESTIONS)} about the spot in this photo:\n"
+            f"{QUESTIONS[index][1]}")
+
+
+def answers_summary(answers: dict[str, str]) -> str:
+    """What the person answered, once the questions are over (the question message becomes this)."""
+    lines = ["Your answers:"]
+    for field, text in QUESTIONS:
+        value = answers.get(field)
+        lines.append(f"• {text} {BUTTON_LABELS[value] if value else 'skipped'}")
+    return "\n".join(lines)
+
+
+def format_combined(result: dict[str, Any]) -> str:
+    """The advice for the photo and the answers together: what the answers did, then the result."""
+    effect = checklist_effect(result)
+    body = format_result(result)
+    return f"{effect}\n\n{body}" if effect else body

@@ -41,6 +41,7 @@ from telegram import Update
 from telegram.ext import Application
 
 from bot.app import BotSettings, build_application, quiet_http_logs
+from bot.telemetry import observe_delivery
 
 log = logging.getLogger("bot.webhook")
 
@@ -222,8 +223,11 @@ def reset() -> None:
 
 def handle_webhook(headers: dict[str, str], body: bytes | str,
                    processor: WebhookProcessor | None = None) -> tuple[int, bytes]:
-    """Answer one webhook delivery: ``(status, body)``. See the module docstring for the rules."""
-    return (processor or default_processor()).handle(headers, body)
+    """Answer one webhook delivery: ``(status, body)``. See the module docstring for the rules.
+
+    Each delivery writes one JSON log line and one EMF metrics line (:mod:`bot.telemetry`).
+    """
+    return observe_delivery(body, lambda: (processor or default_processor()).handle(headers, body))
 
 
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:

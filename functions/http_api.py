@@ -18,6 +18,8 @@ from werkzeug.formparser import FormDataParser
 from werkzeug.wsgi import LimitedStream
 from werkzeug.wrappers import Request, Response
 
+from functions.contract import is_document_path, openapi_document
+from skinscan.checklist import AnswerError, Answers, parse_answers
 from skinscan.imaging import ImageError
 from skinscan.service import get_classifier
 from skinscan.store import ModelUnavailable
@@ -29,9 +31,9 @@ RAW_IMAGE_TYPES = ("image/", "application/octet-stream")
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
         super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+        self.status, self.code, self.message, self.field = status, code, message, field
 
 
 def cors_headers() -> dict[str, str]:
@@ -40,6 +42,7 @@ def cors_headers() -> dict[str, str]:
         "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
         "Access-Control-Allow-Headers": "Content-Type",
         "Access-Control-Max-Age": "3600",
+        "Access-Control-Expose-Headers": "X-Request-Id",
     }
 
 
@@ -48,8 +51,11 @@ def json_response(status: int, payload: dict[str, Any]) -> Response:
     return Response(json.dumps(payload), status=status, headers=headers, mimetype="application/json")
 
 
-def error_response(status: int, code: str, message: str) -> Response:
-    return json_response(status, {"error": {"code": code, "message": message}})
+def error_response(status: int, code: str, message: str, field: str | None = None) -> Response:
+    error = {"code": code, "message": message}
+    if field is not None:  # which request field was wrong (bad_answer)
+        error["field"] = field
+    return json_response(status, {"error": error})
 
 
 def respond(request: Request) -> Response:
@@ -60,25 +66,28 @@ def respond(request: Request) -> Response:
         # functions-framework reads whatever body is left once we have answered (its
         # ``read_request`` hook): a refused 50 MB upload would be read into memory after all
         # (bounded only by the client's Content-Length), and a client that stopped sending
-        # would turn our 4xx into its 500. We need nothing more from the body.
-        request._cached_data = b""
+        # would turn our 4xx into its 500. We need nothing more from the body, so the rest of
+        # it is replaced by an empty stream (Werkzeug's ``stream`` is a settable cached property).
+        request.stream = io.BytesIO()
 
 
 def _respond(request: Request) -> Response:
     try:
         if request.method == "OPTIONS":
             return Response(status=204, headers=cors_headers())
+        if request.method == "GET" and is_document_path(request.path):
+            return json_response(200, openapi_document())  # the contract; needs no model
         if request.method == "GET":
             return json_response(200, get_classifier().info())
         if request.method != "POST":
             raise ApiError(405, "method_not_allowed", "Use POST with an image, or GET for model info.")
-        image_bytes = read_image(request)
+        image_bytes, answers = read_upload(request)
         classifier = get_classifier()
-        result = classifier.classify_bytes(image_bytes)
-        log.info("classified %d bytes: %s", len(image_bytes), result["status"])
+        result = classifier.classify_bytes(image_bytes, answers=answers or None)
+        # The request's one log line (outcome, level, latency) is written by functions.observability.
         return json_response(200, result)
     except ApiError as error:
-        return error_response(error.status, error.code, error.message)
+        return error_response(error.status, error.code, error.message, error.field)
     except ImageError as error:
         return error_response(400, error.code, error.message)
     except ClientDisconnected:
@@ -98,7 +107,22 @@ def _in_memory(*_args: Any, **_kwargs: Any) -> io.BytesIO:
 
 
 def read_image(request: Request) -> bytes:
-    """The uploaded image's bytes from a multipart form (field ``image``) or a raw body.
+    """The uploaded image's bytes (see :func:`read_upload`)."""
+    return read_upload(request)[0]
+
+
+def parse_request_answers(fields: Any) -> Answers:
+    """The checklist answers among the request's fields; a bad one is a 400 ``bad_answer``."""
+    try:
+        return parse_answers(fields)
+    except AnswerError as error:
+        raise ApiError(400, "bad_answer", error.message, field=error.field) from None
+
+
+def read_upload(request: Request) -> tuple[bytes, Answers]:
+    """The uploaded image's bytes from a multipart form (field ``image``) or a raw body, and the
+    checklist answers (:mod:`skinscan.checklist`): form fields beside ``image``, or query
+    parameters with a raw body. Answers are checked before the image is used.
 
     The size limit is checked before anything is read when the client declares
     a length, and enforced while reading when it does not.
@@ -117,8 +141,8 @@ def read_image(request: Request) -> bytes:
         # sent; the cap makes it stop at the limit as the raw-body branch does.
         stream = LimitedStream(request.stream, MAX_UPLOAD_BYTES, is_max=True)
         try:
-            _, _, files = parser.parse(stream, mimetype, request.content_length,
-                                       request.mimetype_params)
+            _, form, files = parser.parse(stream, mimetype, request.content_length,
+                                          request.mimetype_params)
         except RequestEntityTooLarge:
             raise too_large from None
         except ValueError:  # malformed multipart, e.g. no boundary
@@ -128,8 +152,10 @@ def read_image(request: Request) -> bytes:
             raise ApiError(400, "missing_image", "Send the photo in a form field named 'image'.")
         if len(images) > 1:
             raise ApiError(400, "too_many_images", "Send one photo at a time.")
+        answers = parse_request_answers(form)
         data = images[0].read()
     elif mimetype.startswith(RAW_IMAGE_TYPES):
+        answers = parse_request_answers(request.args)
         data = request.stream.read(MAX_UPLOAD_BYTES + 1)
     else:
         raise ApiError(415, "unsupported_media_type",
@@ -139,4 +165,4 @@ def read_image(request: Request) -> bytes:
         raise too_large
     if not data:
         raise ApiError(400, "empty_image", "The upload is empty.")
-    return data
+    return data, answers

@@ -2,42 +2,44 @@
 
 The event is turned into a Werkzeug request and answered by
 :func:`functions.http_api.respond`, so Lambda and functions-framework share
-every status code and JSON shape.
+every status code and JSON shape. Each invocation writes one JSON log line and one EMF
+metrics line (:mod:`functions.observability`), with Lambda's request id.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import io
 import os
 from typing import Any
 
 from werkzeug.wrappers import Request
 
+from functions import observability
 from functions.http_api import error_response, respond
-from skinscan.logs import configure_logging
+from skinscan import configure_process
 
-configure_logging()
+configure_process()
+observability.configure()
 
 if os.environ.get("SKINSCAN_PRELOAD") == "1":
-    # Load during Lambda's init phase, which is not billed on first request latency.
-    from skinscan.service import get_classifier
-    from skinscan.store import ModelUnavailable
-
-    try:
-        get_classifier()
-    except ModelUnavailable:
-        pass  # answered as 503 per request, and retried then
+    # Load during Lambda's init phase (timed: ModelLoadTime); a failure is answered as 503 per
+    # request, and retried then.
+    observability.preload_model()
 
 
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+    request: Request | None
     try:
         request = request_from_event(event)
+        answer = functools.partial(respond, request)
     except ValueError as error:
-        response = error_response(400, "bad_request", str(error))
-    else:
-        response = respond(request)
+        request, answer = None, functools.partial(error_response, 400, "bad_request", str(error))
+    request_id = getattr(context, "aws_request_id", None)
+    response = observability.observe(request, answer,
+                                     request_id=request_id if isinstance(request_id, str) else None)
     return {
         "statusCode": response.status_code,
         "headers": dict(response.headers),

@@ -4,9 +4,12 @@
 
 Reads the outputs of the CloudFormation stack ``skinscan-<stage>`` (as
 ``serverless.yml`` names it), uploads every file under ``web/static/`` except
-its development ``config.js``, writes a ``config.js`` with the real function
-URL in its place, removes objects the page no longer has, and invalidates the
-CloudFront cache. ``--dry-run`` prints the plan and touches nothing.
+its development ``config.js``, writes a ``config.js`` pointing the page at its
+own domain's API path (``/api/classify``: CloudFront forwards it to the
+classify function URL through origin access control, so the page needs no
+CORS and the function URL itself is not public), removes objects the page no
+longer has, and invalidates the CloudFront cache. ``--dry-run`` prints the
+plan and touches nothing.
 """
 
 from __future__ import annotations
@@ -23,7 +26,10 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_STATIC = REPO / "web" / "static"
 DEFAULT_REGION = "eu-west-1"  # serverless.yml's default region
 CONFIG_KEY = "config.js"
-REQUIRED_OUTPUTS = ("ClassifyFunctionUrl", "PageBucketName", "PageDistributionId", "PageUrl")
+REQUIRED_OUTPUTS = ("PageApiUrl", "PageBucketName", "PageDistributionId", "PageUrl")
+# The page's API on its own origin (serverless.yml: the /api/* behaviour of PageDistribution).
+# Same-origin, so the page signs its POST body (x-amz-content-sha256) as origin access control needs.
+API_PATH = "/api/classify"
 
 # index.html and config.js must change as soon as a deploy does; the rest is
 # not fingerprinted, so it is cached briefly.
@@ -73,10 +79,16 @@ def stack_outputs(cloudformation, name: str) -> dict[str, str]:
     return outputs
 
 
-def config_js(function_url: str) -> str:
-    """The page's runtime configuration: the same shape the local web server serves."""
-    if not function_url.startswith("https://"):
-        raise DeployError(f"the function URL must be https://…, not {function_url!r}")
+def config_js(function_url: str = API_PATH) -> str:
+    """The page's runtime configuration: the same shape the local web server serves.
+
+    ``function_url`` is a path on the page's own origin (the default, ``/api/classify``) or an
+    ``https://`` URL; never plain http, never protocol-relative (``//host``).
+    """
+    same_origin = function_url.startswith("/") and not function_url.startswith("//")
+    if not (same_origin or function_url.startswith("https://")):
+        raise DeployError(f"the API URL must be a same-origin path (/api/classify) or https://…, "
+                          f"not {function_url!r}")
     return f"window.SKINSCAN_CONFIG = {json.dumps({'functionUrl': function_url})};\n"
 
 
@@ -84,7 +96,7 @@ def content_type(path: Path) -> str:
     return CONTENT_TYPES.get(path.suffix.lower()) or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
 
 
-def page_files(static_dir: Path, function_url: str) -> list[PageFile]:
+def page_files(static_dir: Path, function_url: str = API_PATH) -> list[PageFile]:
     """Everything to upload: the static files (no dotfiles, not their config.js) and the generated config.js."""
     if not (static_dir / "index.html").is_file():
         raise DeployError(f"{static_dir} has no index.html: is the page built?")
@@ -141,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     region = session.region_name or DEFAULT_REGION
     try:
         outputs = stack_outputs(session.client("cloudformation", region_name=region), stack_name(args.stage))
-        files = page_files(args.static_dir, outputs["ClassifyFunctionUrl"])
+        files = page_files(args.static_dir, API_PATH)
     except DeployError as error:
         print(f"deploy-page: {error}", file=sys.stderr)
         return 1
@@ -156,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"removed s3://{bucket}/{key}")
     invalidation = invalidate(session.client("cloudfront"), outputs["PageDistributionId"])
     print(f"CloudFront invalidation {invalidation} started; the page is at {outputs['PageUrl']}")
-    print(f"config.js points at {outputs['ClassifyFunctionUrl']}")
+    print(f"config.js points at {API_PATH} (that is {outputs['PageApiUrl']})")
     return 0
 
 

@@ -1,5 +1,5 @@
 """A corpus of bad, odd and hostile uploads, generated on the fly (no committed binaries),
-and the module-scoped fixtures the issue-7 tests share.
+and the module-scoped fixtures the bad-input and load tests share.
 
 Two kinds of case:
 
@@ -308,13 +308,13 @@ def kinds() -> list[str]:
     return [case.name for case in files()] + [case.name for case in requests()]
 
 
-# -- fixtures shared by the issue-7 test modules (import them by name) ------------------------------
+# -- fixtures shared by the bad-input and load test modules (import them by name) ------------------------------
 @pytest.fixture(scope="module")
 def fixture_service(fixture_model):
-    """The random-weight fixture model loaded once per module.
+    """The fixture model (fake backend) loaded once per module through the real store.
 
-    conftest's ``use_model`` reloads the model for every test (seconds each on two cores);
-    these modules only ever serve the fixture model. The service is reset when the module ends,
+    conftest's ``use_model`` reloads the model for every test; these modules only ever
+    serve the fixture model. The service is reset when the module ends,
     so other modules start as clean as with ``use_model``.
     """
     from skinscan import service

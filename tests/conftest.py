@@ -1,8 +1,15 @@
-"""Shared fixtures: small generated images, a random-weight fixture model, servers on loopback.
+"""Shared fixtures: small generated images, test models, servers on loopback.
 
-The fixture model has the seed architecture but random weights and a tiny
-input size. It exercises every code path; it is never presented as a model
-that knows anything about skin.
+Two test models, neither presented as knowing anything about skin:
+
+- ``fixture_model``: a fake model file (tests/fakes.py) with a valid manifest. The
+  store, sha256 checks, S3 and every adapter run for real; inference runs on
+  ``FakeBackend`` (image statistics, no TensorFlow). What most tests need: *a* model.
+- ``keras_model``: the seed architecture with random weights at 32 px, built with
+  Keras (seconds; tests using it are marked slow).
+
+The fast tier (``make check``: ``-m "not slow"``, or ``SKINSCAN_FAST_TIER=1``) fails
+any test after which TensorFlow or Keras is imported.
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -20,7 +28,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fakes import FakeBackend, fake_manifest, is_fake_model, write_fake_model
+from skinscan import configure_process
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+configure_process()  # what every entry point does at process start
 
 REPO = Path(__file__).resolve().parents[1]
 SKIN9 = Path(os.environ.get("SKINSCAN_DATA", REPO.parent / "shared" / "data" / "skin9"))
@@ -52,9 +64,80 @@ def photo() -> bytes:
     return image_bytes()
 
 
+# -- the fast tier: no TensorFlow -----------------------------------------------------------------
+HEAVY_MODULES = ("tensorflow", "keras")
+FAST_TIER = False
+
+
+def pytest_configure(config):
+    global FAST_TIER
+    markexpr = (config.getoption("markexpr", "") or "").replace(" ", "")
+    FAST_TIER = os.environ.get("SKINSCAN_FAST_TIER") == "1" or markexpr == "notslow"
+
+
+def _heavy_loaded() -> list[str]:
+    return [name for name in HEAVY_MODULES if name in sys.modules]
+
+
+def pytest_collection_finish(session):
+    if FAST_TIER and _heavy_loaded():
+        raise pytest.UsageError(f"fast tier: collecting the tests imported {_heavy_loaded()}; "
+                                "import it inside the (slow) tests that need it")
+
+
+@pytest.fixture(autouse=True)
+def _no_tensorflow_in_the_fast_tier(request):
+    before = set(_heavy_loaded())
+    yield
+    imported = set(_heavy_loaded()) - before
+    if FAST_TIER and imported:
+        pytest.fail(f"fast tier: {request.node.nodeid} imported {sorted(imported)}; mark it "
+                    "@pytest.mark.slow or use the fake backend", pytrace=False)
+
+
+# -- models ------------------------------------------------------------------------------------------
+@pytest.fixture(scope="session", autouse=True)
+def _fake_model_files_run_on_the_fake_backend():
+    """``load_backend`` runs fake model files on FakeBackend and real ``.h5`` files on Keras."""
+    from skinscan import backends
+
+    keras_backend = backends.KerasBackend
+
+    def keras_or_fake(model_path):
+        return FakeBackend(model_path) if is_fake_model(model_path) else keras_backend(model_path)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(backends, "KerasBackend", keras_or_fake)
+        yield
+
+
 @pytest.fixture(scope="session")
 def fixture_model(tmp_path_factory) -> Path:
-    """A random-weight seed-architecture model with a valid manifest, at 32 px."""
+    """A fake model file with a valid manifest, at 32 px: served by FakeBackend, no TensorFlow."""
+    return write_fake_model(tmp_path_factory.mktemp("fake-model"), FIXTURE_SIZE)
+
+
+@pytest.fixture
+def fake_classifier():
+    """A Classifier straight from FakeBackend and an in-memory manifest (no file, no store)."""
+    from skinscan.classifier import Classifier
+
+    return Classifier(FakeBackend(), fake_manifest(FIXTURE_SIZE))
+
+
+@pytest.fixture
+def fake_service(fake_classifier):
+    """The fake classifier installed as the process-wide one (what the function, page and bot reach)."""
+    from skinscan import service
+
+    service.install(fake_classifier)
+    yield fake_classifier
+    service.reset()
+
+
+@pytest.fixture(scope="session")
+def keras_model(tmp_path_factory) -> Path:
+    """A random-weight seed-architecture Keras model with a valid manifest, at 32 px (slow tests only)."""
     import keras
 
     from skinscan.training.architecture import build_densenet121
@@ -62,7 +145,7 @@ def fixture_model(tmp_path_factory) -> Path:
     from skinscan.manifest import manifest_path_for, new_manifest, write_manifest
 
     keras.utils.set_random_seed(7)
-    folder = tmp_path_factory.mktemp("fixture-model")
+    folder = tmp_path_factory.mktemp("keras-model")
     path = folder / "fixture.h5"
     model = build_densenet121(FIXTURE_SIZE)
     model.save(path, include_optimizer=False)
@@ -83,6 +166,20 @@ def use_model(monkeypatch):
 
     yield use
     service.reset()
+
+
+# -- secrets: one scan for every test that reads configuration or templates ------------------------
+SECRET_LIKE = {
+    "a Telegram bot token": re.compile(r"\b\d{6,12}:[A-Za-z0-9_-]{30,}\b"),
+    "an AWS access key id": re.compile(r"\b(AKIA|ASIA)[A-Z0-9]{16}\b"),
+    "a private key": re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
+}
+SECRET_NAME = re.compile("TOKEN|SECRET|PASSWORD|KEY")
+
+
+def secrets_in(text: str) -> list[str]:
+    """What secret-looking values ``text`` holds (empty when none): the one scan the tests share."""
+    return [kind for kind, pattern in SECRET_LIKE.items() if pattern.search(text)]
 
 
 def free_port() -> int:
@@ -115,16 +212,26 @@ def moto_server():
         process.wait(timeout=10)
 
 
-@pytest.fixture
-def moto_s3(monkeypatch, tmp_path):
-    """A real S3 HTTP endpoint on loopback (moto_server), with boto3 pointed at it."""
+@pytest.fixture(scope="session")
+def _shared_moto_server():
+    """One moto server for the session (starting one costs 1-3 s); ``moto_s3`` empties it per test."""
     with moto_server() as endpoint:
-        monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
-        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        monkeypatch.setenv("SKINSCAN_CACHE_DIR", str(tmp_path / "model-cache"))
         yield endpoint
+
+
+@pytest.fixture
+def moto_s3(monkeypatch, tmp_path, _shared_moto_server):
+    """A real, empty S3 HTTP endpoint on loopback (moto_server), with boto3 pointed at it."""
+    import urllib.request
+
+    endpoint = _shared_moto_server
+    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=30).close()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("SKINSCAN_CACHE_DIR", str(tmp_path / "model-cache"))
+    yield endpoint
 
 
 @contextlib.contextmanager
@@ -152,7 +259,7 @@ def classify_app():
 
 @pytest.fixture
 def function_server(fixture_model, use_model):
-    """The real classify function on loopback, serving the fixture model; yields its base URL,
+    """The real classify function on loopback, serving the (fake) fixture model; yields its base URL,
     e.g. ``http://127.0.0.1:54321/``."""
     use_model(fixture_model)
     with serving(classify_app()) as url:

@@ -2,10 +2,17 @@
 
 It implements the methods the bot uses (getMe, getUpdates with long polling,
 sendMessage, sendChatAction, getFile, setWebhook, deleteWebhook,
-setMyCommands) and the file download path ``/file/bot<token>/<file_path>``,
+setMyCommands, and for inline buttons editMessageText, editMessageReplyMarkup,
+answerCallbackQuery) and the file download path ``/file/bot<token>/<file_path>``,
 with Telegram's envelope ``{"ok": ..., "result" | "error_code", "description"}``.
 Unknown methods answer 404 like Telegram does, so a new call in the bot
 shows up as a failing test rather than passing silently.
+
+Like Telegram, it keeps the chat's messages: a message sent as a reply carries
+``reply_to_message`` (one level deep), a button press (``press``) brings the
+message its keyboard is attached to, and ``callback_data`` over 64 bytes is
+refused (BUTTON_DATA_INVALID). ``delete`` removes a user's message, and with it
+the ``reply_to_message`` of the bot's replies to it, as Telegram does.
 
 The "user side" (``send_text``, ``send_photo``, ...) builds real update JSON,
 queues it for getUpdates and returns it (for webhook or ``process_update``
@@ -32,7 +39,9 @@ BOT_USER = {"id": 123456789, "is_bot": True, "first_name": "skinscan", "username
             "supports_inline_queries": False}
 DOWNLOAD_LIMIT = 20 * 1024 * 1024
 # Parameters that are strings even when they look like JSON ("5" stays "5").
-STRING_PARAMS = {"text", "action", "url", "secret_token", "file_id", "parse_mode", "caption"}
+STRING_PARAMS = {"text", "action", "url", "secret_token", "file_id", "parse_mode", "caption",
+                 "callback_query_id"}
+MAX_CALLBACK_DATA = 64  # bytes, Bot API
 
 
 @dataclass
@@ -56,6 +65,9 @@ class TelegramEmulator:
         self.webhook: dict[str, Any] | None = None
         self.commands: list[dict[str, Any]] = []
         self.files: dict[str, StoredFile] = {}
+        self.messages: dict[tuple[int, int], dict[str, Any]] = {}  # (chat_id, message_id): message
+        self.edits: list[dict[str, Any]] = []
+        self.callback_answers: list[dict[str, Any]] = []
         self._pending: list[dict[str, Any]] = []
         self._ids = itertools.count(1)
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
@@ -91,6 +103,7 @@ class TelegramEmulator:
                    "chat": {"id": chat_id, "type": "private", "first_name": "Alex"}, **content}
         update = {"update_id": update_id, "message": message}
         with self.lock:
+            self.messages[(chat_id, update_id)] = message
             self._pending.append(update)
             self.lock.notify_all()
         return update
@@ -138,6 +151,44 @@ class TelegramEmulator:
         return self._message(chat_id, sticker={
             "file_id": stored.file_id, "file_unique_id": stored.file_unique_id, "type": "regular",
             "width": 512, "height": 512, "is_animated": False, "is_video": False, "emoji": "🙂"})
+
+    def press(self, chat_id: int, label: str, message_id: int | None = None) -> dict[str, Any]:
+        """Tap the button ``label`` on the bot's latest message that has it (or on ``message_id``)."""
+        with self.lock:
+            candidates = [m for (chat, _), m in self.messages.items() if chat == chat_id
+                          and m.get("from", {}).get("is_bot") and (message_id is None or m["message_id"] == message_id)]
+            for message in reversed(candidates):
+                for row in (message.get("reply_markup") or {}).get("inline_keyboard", []):
+                    for button in row:
+                        if button["text"] == label:
+                            return self.press_data(chat_id, message["message_id"], button["callback_data"],
+                                                   label)
+        raise LookupError(f"no button {label!r} in chat {chat_id}")
+
+    def press_data(self, chat_id: int, message_id: int, data: str, label: str | None = None) -> dict[str, Any]:
+        """A callback query as Telegram sends it; an unknown message comes as an inaccessible one."""
+        user = {"id": chat_id, "is_bot": False, "first_name": "Alex", "language_code": "en"}
+        update_id = next(self._ids)
+        with self.lock:
+            message = self.messages.get((chat_id, message_id))
+            message = json.loads(json.dumps(message)) if message else {
+                "chat": {"id": chat_id, "type": "private"}, "message_id": message_id, "date": 0}
+            self.transcript.append(f"user: [taps “{label or data}”]")
+            update = {"update_id": update_id, "callback_query": {
+                "id": f"cq-{update_id}", "from": user, "chat_instance": f"ci-{chat_id}", "data": data,
+                "message": message}}
+            self._pending.append(update)
+            self.lock.notify_all()
+        return update
+
+    def delete(self, chat_id: int, message_id: int) -> None:
+        """The user deletes a message: replies to it lose their ``reply_to_message``."""
+        with self.lock:
+            self.messages.pop((chat_id, message_id), None)
+            for message in self.messages.values():
+                if (message.get("reply_to_message") or {}).get("message_id") == message_id:
+                    del message["reply_to_message"]
+            self.transcript.append("user: [deletes the photo]")
 
     # -- what the bot did ----------------------------------------------------------------------
     def texts(self, chat_id: int | None = None) -> list[str]:
@@ -204,19 +255,93 @@ class TelegramEmulator:
                 self.lock.wait(deadline - time.monotonic())
             return self.ok(list(self._pending))
 
+    @staticmethod
+    def _keyboard_problem(markup: Any) -> str | None:
+        for row in (markup or {}).get("inline_keyboard", []) if isinstance(markup, dict) else []:
+            for button in row:
+                data = button.get("callback_data")
+                if data is not None and not 1 <= len(str(data).encode()) <= MAX_CALLBACK_DATA:
+                    return "BUTTON_DATA_INVALID"
+        return None
+
+    @staticmethod
+    def _buttons_line(markup: Any) -> str:
+        rows = (markup or {}).get("inline_keyboard", []) if isinstance(markup, dict) else []
+        return " / ".join(" ".join(f"[{b['text']}]" for b in row) for row in rows)
+
+    def _show(self, prefix: str, text: str, markup: Any) -> None:
+        line = prefix + text.replace("\n", "\n     ")
+        buttons = self._buttons_line(markup)
+        self.transcript.append(line + (f"\n     {buttons}" if buttons else ""))
+
     def api_sendMessage(self, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         text = params.get("text")
         if not text:
             return self.bad_request("message text is empty")
         if len(text) > 4096:
             return self.bad_request("message is too long")
+        markup = params.get("reply_markup")
+        problem = self._keyboard_problem(markup)
+        if problem:
+            return self.bad_request(problem)
         chat_id = int(params["chat_id"])
+        reply = params.get("reply_parameters") or {}
+        reply_to = reply.get("message_id") if isinstance(reply, dict) else None
+        reply_to = reply_to or params.get("reply_to_message_id")
+        message = {"message_id": next(self._ids), "date": int(time.time()), "from": BOT_USER,
+                   "chat": {"id": chat_id, "type": "private"}, "text": text}
         with self.lock:
-            self.sent_messages.append({"chat_id": chat_id, "text": text, "params": params})
-            self.transcript.append("bot: " + text.replace("\n", "\n     "))
+            if isinstance(markup, dict) and markup.get("inline_keyboard"):
+                message["reply_markup"] = markup
+            if reply_to is not None:
+                original = self.messages.get((chat_id, int(reply_to)))
+                if original is None:
+                    return self.bad_request("message to be replied not found")
+                message["reply_to_message"] = {k: v for k, v in original.items() if k != "reply_to_message"}
+            self.messages[(chat_id, message["message_id"])] = message
+            self.sent_messages.append({"chat_id": chat_id, "text": text, "params": params,
+                                       "message_id": message["message_id"]})
+            self._show("bot: ", text, markup)
             self.lock.notify_all()
-        return self.ok({"message_id": next(self._ids), "date": int(time.time()), "from": BOT_USER,
-                        "chat": {"id": chat_id, "type": "private"}, "text": text})
+        return self.ok(message)
+
+    def _edit(self, params: dict[str, Any], text: str | None) -> tuple[int, dict[str, Any]]:
+        markup = params.get("reply_markup")
+        problem = self._keyboard_problem(markup)
+        if problem:
+            return self.bad_request(problem)
+        key = (int(params["chat_id"]), int(params["message_id"]))
+        with self.lock:
+            message = self.messages.get(key)
+            if message is None:
+                return self.bad_request("message to edit not found")
+            if text is not None:
+                message["text"] = text
+            if isinstance(markup, dict) and markup.get("inline_keyboard"):
+                message["reply_markup"] = markup
+            else:
+                message.pop("reply_markup", None)
+            self.edits.append({"chat_id": key[0], "message_id": key[1], "text": message["text"],
+                               "reply_markup": message.get("reply_markup")})
+            if text is not None:
+                self._show("bot (edits its message): ", text, markup)
+            self.lock.notify_all()
+            return self.ok(message)
+
+    def api_editMessageText(self, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        if not params.get("text"):
+            return self.bad_request("message text is empty")
+        return self._edit(params, params["text"])
+
+    def api_editMessageReplyMarkup(self, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        return self._edit(params, None)
+
+    def api_answerCallbackQuery(self, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        with self.lock:
+            self.callback_answers.append(params)
+            if params.get("text"):
+                self.transcript.append(f"bot: [notice: {params['text']}]")
+        return self.ok(True)
 
     def api_sendChatAction(self, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         with self.lock:

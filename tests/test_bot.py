@@ -40,6 +40,8 @@ from conftest import REPO, free_port, image_bytes
 from telegram_emulator import TelegramEmulator
 
 CHAT = 4242
+# `skinscan bot`, as the console script runs it (skinscan.cli is a package with no __main__).
+RUN_BOT_COMMAND = "import sys; from skinscan.cli import main; sys.exit(main(['bot']))"
 SECRET = "s3cret_webhook-token"
 RESULT_LINE = re.compile(r"^[1-4]\. .+: (<1|\d{1,3})%$")
 SAMPLE_RESULT = {
@@ -153,7 +155,7 @@ def test_conversation_over_polling_with_the_real_function(emulator, function_ser
            "SKINSCAN_FUNCTION_URL": function_server, "SKINSCAN_LOG_LEVEL": "DEBUG"}
     log_file = tmp_path / "bot.log"  # a file, not a pipe: DEBUG logs would fill a pipe and block the bot
     with log_file.open("wb") as log_stream:
-        process = subprocess.Popen([sys.executable, "-m", "skinscan.cli", "bot"], env=env, cwd=REPO,
+        process = subprocess.Popen([sys.executable, "-c", RUN_BOT_COMMAND], env=env, cwd=REPO,
                                    stdout=log_stream, stderr=subprocess.STDOUT)
     png = image_bytes(fmt="PNG", size=(200, 150), seed=3)
     try:
@@ -204,7 +206,9 @@ def test_conversation_over_polling_with_the_real_function(emulator, function_ser
     assert [c["command"] for c in emulator.commands] == ["help", "privacy"]
     # "analysing…" came before the answer; the largest photo size was used, never the thumbnail.
     reply_line = "bot: " + photo_reply.replace("\n", "\n     ")
-    assert transcript.index("bot: [typing…]") < transcript.index(reply_line)
+    reply_at = next(i for i, line in enumerate(transcript) if line.startswith(reply_line))
+    assert transcript.index("bot: [typing…]") < reply_at
+    assert transcript[reply_at].endswith(f"[{replies.OFFER_BUTTON}]")  # the questions are offered
     sizes = updates[1]["message"]["photo"]
     assert sizes[-1]["file_id"] in emulator.downloads and sizes[0]["file_id"] not in emulator.downloads
     # Even at DEBUG no image bytes reach the log; from INFO up, not the token (in every Bot API URL).
@@ -224,8 +228,13 @@ def flat_png() -> bytes:
 
 # -- the handlers, with a canned function --------------------------------------------------------
 def test_a_photo_gets_exactly_one_formatted_reply(emulator, canned, photo):
-    converse(make_app(emulator, canned.url), emulator.send_photo(CHAT, photo))
+    update = emulator.send_photo(CHAT, photo)
+    converse(make_app(emulator, canned.url), update)
     assert emulator.texts() == [SAMPLE_REPLY]
+    (sent,) = emulator.sent_messages
+    assert sent["params"]["reply_parameters"]["message_id"] == update["message"]["message_id"]
+    assert emulator.messages[(CHAT, sent["message_id"])]["reply_markup"]["inline_keyboard"] == [
+        [{"text": replies.OFFER_BUTTON, "callback_data": "cl:"}]]
     assert emulator.chat_actions[0]["action"] == "typing"
     (upload,) = canned.uploads
     assert upload["content_type"].startswith("multipart/form-data") and b'name="image"' in upload["body"]
@@ -422,4 +431,144 @@ def test_set_webhook_command_registers_url_and_secret(emulator, monkeypatch, cap
     assert main(["bot", "set-webhook", "https://bot.example.org/"]) == 0
     assert emulator.webhook["url"] == "https://bot.example.org/"
     assert emulator.webhook["secret_token"] == SECRET
-    assert emulator.webhook["allowed_updates"] == ["message"]
+    assert emulator.webhook["allowed_updates"] == ["message", "callback_query"]
+
+
+# -- the checklist questions: inline buttons, one question at a time ------------------------------
+CHECKLIST_RESULT = {
+    **SAMPLE_RESULT,
+    "recommendation": {"level": "urgent", "see_doctor": True, "photo_level": "monitor", "raised_by": "checklist",
+                       "message": "Please see a doctor or dermatologist soon, ideally within 2 weeks. Your "
+                                  "answers raised this from the photo's suggestion because it has changed in "
+                                  "size and is inflamed or red around it."},
+    "checklist": {"score": 3, "answered": 6, "yes": ["changed_size", "inflamed"], "unsure": ["irregular_colour"],
+                  "level": "urgent"},
+}
+FLOW = ["Yes", "No", "Not sure", "Skip", "Yes", "No", "No"]  # the seven questions, in order
+
+
+def chat(app, *steps) -> None:
+    """Like :func:`converse`, but each step (a callable returning an update) runs after the bot has
+    answered the previous one, so a step can press a button the bot has just sent."""
+
+    async def run() -> None:
+        async with app:
+            for step in steps:
+                update = step()
+                await app.process_update(Update.de_json(update, app.bot))
+
+    asyncio.run(run())
+
+
+def form_fields(body: bytes) -> dict[str, str]:
+    """The text fields of a multipart body (not the image)."""
+    fields = re.findall(rb'name="([a-z_0-9]+)"\r\n\r\n([^\r]*)\r\n', body)
+    return {name.decode(): value.decode() for name, value in fields}
+
+
+def test_the_question_flow_sends_the_answers_and_the_combined_advice(emulator, canned, photo):
+    def answer(label: str, last: bool = False):
+        def step():
+            if last:
+                canned.payload = CHECKLIST_RESULT
+            return emulator.press(CHAT, label)
+        return step
+
+    photo_update = emulator.send_photo(CHAT, photo)
+    chat(make_app(emulator, canned.url), lambda: photo_update,
+         lambda: emulator.press(CHAT, replies.OFFER_BUTTON),
+         *(answer(label, last=i == len(FLOW) - 1) for i, label in enumerate(FLOW)))
+    texts = emulator.texts()
+    assert texts[0] == SAMPLE_REPLY and texts[1] == replies.question(0)
+    final = texts[-1]
+    assert len(texts) == 3
+    assert final.startswith("Your answers raised this to: see a doctor within 2 weeks.\n\n")
+    assert "ideally within 2 weeks" in final and final.endswith(SAMPLE_RESULT["disclaimer"])
+    # one question at a time, in the same message; then that message becomes the record of the answers
+    question_id = emulator.sent_messages[1]["message_id"]
+    edits = [e["text"] for e in emulator.edits if e["message_id"] == question_id]
+    assert edits == [replies.question(i) for i in range(1, 7)] + [replies.answers_summary(
+        {"changed_size": "yes", "irregular_shape": "no", "irregular_colour": "unsure", "inflamed": "yes",
+         "oozing": "no", "sensation": "no"})]
+    assert emulator.edits[-1]["reply_markup"] is None
+    # the offer button went away once used; every press was answered (no spinner left)
+    assert not emulator.messages[(CHAT, emulator.sent_messages[0]["message_id"])].get("reply_markup")
+    assert len(emulator.callback_answers) == 1 + len(FLOW)
+    # the same photo went to the function again, now with the answers (skipped: not sent)
+    first, second = canned.uploads
+    assert form_fields(first["body"]) == {}
+    assert form_fields(second["body"]) == {"changed_size": "yes", "irregular_shape": "no",
+                                           "irregular_colour": "unsure", "inflamed": "yes", "oozing": "no",
+                                           "sensation": "no"}
+    assert photo in second["body"]
+    assert all(m["params"]["reply_parameters"]["message_id"] == photo_update["message"]["message_id"]
+               for m in emulator.sent_messages)
+    # the state lives in callback_data: short, whatever was answered
+    for message in emulator.messages.values():
+        for row in (message.get("reply_markup") or {}).get("inline_keyboard", []):
+            assert all(len(b["callback_data"].encode()) <= 64 for b in row)
+
+
+def test_done_early_and_skipping_everything(emulator, canned, photo):
+    chat(make_app(emulator, canned.url), lambda: emulator.send_photo(CHAT, photo),
+         lambda: emulator.press(CHAT, replies.OFFER_BUTTON),
+         lambda: emulator.press(CHAT, replies.DONE_BUTTON))
+    assert emulator.texts()[-1] == replies.NO_ANSWERS and len(canned.uploads) == 1
+
+    chat(make_app(emulator, canned.url), lambda: emulator.send_photo(CHAT, photo),
+         lambda: emulator.press(CHAT, replies.OFFER_BUTTON),
+         lambda: emulator.press(CHAT, "Yes"), lambda: emulator.press(CHAT, replies.SKIP_BUTTON),
+         lambda: emulator.press(CHAT, replies.DONE_BUTTON))
+    assert form_fields(canned.uploads[-1]["body"]) == {"changed_size": "yes"}
+    assert emulator.texts()[-1] == SAMPLE_REPLY  # the canned function's answer, with the answers sent
+
+
+def test_a_stale_or_unknown_button_gets_a_polite_answer(emulator, canned, photo):
+    photo_update = emulator.send_photo(CHAT, photo)
+    app = make_app(emulator, canned.url)
+    chat(app, lambda: photo_update)
+    reply_id = emulator.sent_messages[0]["message_id"]
+    emulator.delete(CHAT, photo_update["message"]["message_id"])  # the photo is gone
+    chat(make_app(emulator, canned.url),
+         lambda: emulator.press(CHAT, replies.OFFER_BUTTON),
+         lambda: emulator.press_data(CHAT, reply_id, "v0:old-format"),     # a button of an older version
+         lambda: emulator.press_data(CHAT, 987654, "cl:yy"))               # a message Telegram no longer has
+    assert emulator.texts()[1:] == [replies.STALE_BUTTON] * 3
+    assert [a.get("text") for a in emulator.callback_answers] == [replies.STALE_POPUP] * 3
+    assert replies.TRY_AGAIN_LATER not in emulator.texts() and len(canned.uploads) == 1
+
+
+def test_the_question_flow_over_the_stateless_webhook_with_the_real_function(emulator, function_server, photo,
+                                                                            tmp_path):
+    """Every update goes to a fresh WebhookProcessor (a cold Lambda each time): nothing is kept in
+    memory between the presses, and the real function applies the checklist rule."""
+    settings = BotSettings(token=emulator.token, function_url=function_server, api_base_url=emulator.url)
+
+    def cold_delivery(update):
+        processor = WebhookProcessor(settings, SECRET)
+        try:
+            assert deliver(processor, update) == (200, b"ok")
+        finally:
+            processor.close()
+
+    emulator.transcript.append("(each update below reaches a freshly started webhook)")
+    cold_delivery(emulator.send_text(CHAT, "/help"))
+    cold_delivery(emulator.send_photo(CHAT, photo))
+    cold_delivery(emulator.press(CHAT, replies.OFFER_BUTTON))
+    for label in ["Yes", "No", "Yes", "Not sure", "No", "No", "Skip"]:
+        cold_delivery(emulator.press(CHAT, label))
+    texts = emulator.texts()
+    assert texts[0] == replies.HELP and "NICE guideline NG12" in replies.HELP
+    direct = classify_directly(function_server, photo, "photo.jpg", "image/jpeg")
+    assert texts[1] == replies.format_result(direct)
+    final = texts[-1]
+    assert final.startswith("Your answers raised this to: see a doctor within 2 weeks.") or (
+        direct["recommendation"]["level"] == "urgent" and "already at least as urgent" in final)
+    assert "within 2 weeks" in final and final.endswith(direct["disclaimer"])
+    assert replies.TRY_AGAIN_LATER not in texts
+    transcript = "\n".join(emulator.transcript) + "\n"
+    (tmp_path / "checklist_conversation.txt").write_text(transcript, encoding="utf-8")
+    if os.environ.get("SKINSCAN_TRANSCRIPT_DIR"):
+        target = Path(os.environ["SKINSCAN_TRANSCRIPT_DIR"])
+        target.mkdir(parents=True, exist_ok=True)
+        (target / "checklist_conversation.txt").write_text(transcript, encoding="utf-8")

@@ -16,15 +16,16 @@ import pytest
 from werkzeug.serving import make_server
 
 from conftest import SKIN9, free_port, image_bytes
+from skinscan_client import percent
 from web.app import ERROR_MESSAGES, LEVEL_HEADINGS, create_app
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
     reason="headless browser not installed: apt-get install -y chromium chromium-driver",
-)
+)]
 
 WAIT_S = 20
 
@@ -224,17 +225,17 @@ def test_function_unreachable_and_oversized_photo(driver, tmp_path):
 
 
 def test_page_is_keyboard_operable(driver, page_url):
-    """Tab reaches the skip link, then the file picker, then Analyse; without a photo, a message."""
+    """Tab reaches the skip link, the file picker, the questions, then Analyse; without a photo, a message."""
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
     open_page(driver, page_url)
     order = []
-    for _ in range(3):  # real key presses (send_keys on a file input would mean "choose this path")
+    for _ in range(4):  # real key presses (send_keys on a file input would mean "choose this path")
         ActionChains(driver).send_keys(Keys.TAB).perform()
         order.append(driver.execute_script("return document.activeElement.id || document.activeElement.className"))
-    assert order == ["skip-link", "photo", "analyse"]
+    assert order == ["skip-link", "photo", "questions-summary", "analyse"]
     ActionChains(driver).send_keys(Keys.ENTER).perform()
     message = driver.find_element(By.CSS_SELECTOR, "#result .error-message").text
     assert message == ERROR_MESSAGES["missing_image"]
@@ -254,7 +255,7 @@ def test_analysing_state_escaping_and_timeout(driver, tmp_path):
     hostile = "<b id=injected>Melanoma</b>"
     answer = {"status": "ok",
               "predictions": [{"label": hostile, "probability": 0.62}, {"label": "Melanocytic nevus", "probability": 0.2},
-                              {"label": "Dermatofibroma", "probability": 0.1}, {"label": "Vascular lesion", "probability": 0.004}],
+                              {"label": "Dermatofibroma", "probability": 0.125}, {"label": "Vascular lesion", "probability": 0.004}],
               "recommendation": {"level": "urgent", "see_doctor": True, "message": "Please see a doctor <i>soon</i>."},
               "top_condition": {"label": hostile, "description": "<img src=x onerror=alert(1)>"},
               "disclaimer": "skinscan is not a diagnosis.", "model": {"name": "stand-in", "version": "0"}}
@@ -288,7 +289,8 @@ def test_analysing_state_escaping_and_timeout(driver, tmp_path):
         region = driver.find_element(By.ID, "result")
         labels = [e.text for e in region.find_elements(By.CSS_SELECTOR, ".prediction-label")]
         assert labels[0] == hostile and len(labels) == 4
-        assert [e.text for e in region.find_elements(By.CSS_SELECTOR, ".prediction-percent")] == ["62%", "20%", "10%", "<1%"]
+        assert [e.text for e in region.find_elements(By.CSS_SELECTOR, ".prediction-percent")] == ["62%", "20%", "13%", "<1%"]
+        assert percent(0.125) == "13%"  # the script rounds as skinscan_client.percent (page server, bot)
         assert region.find_element(By.CSS_SELECTOR, "[data-slot='top-description']").text == answer["top_condition"]["description"]
         assert not driver.find_elements(By.CSS_SELECTOR, "#injected, #result img, #result i")
         assert "level-urgent" in region.find_element(By.CSS_SELECTOR, ".result").get_attribute("class")
@@ -319,6 +321,17 @@ def test_without_javascript_the_form_posts_to_the_server(page_url, tmp_path):
         assert region.find_element(By.CSS_SELECTOR, ".advice-heading").text in LEVEL_HEADINGS.values()
         assert browser.get_cookies() == []
         screenshot(browser, tmp_path, "no-javascript-result")
+
+        # the questions work without JavaScript too: <details> opens natively, radios post as form fields
+        browser.find_element(By.ID, "questions-summary").click()
+        browser.find_element(By.ID, "photo").send_keys(str(real_or_generated_photo(tmp_path)))
+        for choice in ("changed_size-yes", "irregular_shape-yes", "oozing-no"):
+            browser.find_element(By.CSS_SELECTOR, f"label[for='{choice}']").click()
+        browser.find_element(By.ID, "analyse").click()
+        effect = browser.find_element(By.CSS_SELECTOR, "#result [data-slot='checklist-effect']").text
+        assert effect.startswith("Your answers")
+        heading = browser.find_element(By.CSS_SELECTOR, "#result .advice-heading").text
+        assert heading == LEVEL_HEADINGS["urgent"]  # 4 points: urgent, whatever the photo said
     finally:
         browser.quit()
 
@@ -374,3 +387,106 @@ def test_a_large_photo_is_sent_as_a_smaller_upright_copy(driver, fixture_model, 
     finally:
         page.shutdown()
         function.shutdown()
+
+
+# -- the checklist questions (NICE NG12 weighted 7-point checklist) ---------------------------------
+def photo_level(function_url: str, data: bytes) -> str:
+    import httpx
+
+    return httpx.post(function_url, files={"image": ("p.jpg", data, "image/jpeg")}, timeout=30).json()[
+        "recommendation"]["level"]
+
+
+def answer_questions(driver, choices: list[str]) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.find_element(By.ID, "questions-summary").click()
+    for choice in choices:
+        driver.find_element(By.CSS_SELECTOR, f"label[for='{choice}']").click()
+
+
+def test_answers_that_raise_the_level(driver, function_server, page_url, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    photo = tmp_path / "spot.jpg"
+    photo.write_bytes(image_bytes())
+    alone = photo_level(function_server, photo.read_bytes())
+    assert alone in ("routine", "monitor"), alone  # the fake backend's view of this photo: not a referral
+    open_page(driver, page_url)
+    summary = driver.find_element(By.ID, "questions-summary")
+    assert summary.text.startswith("Answer 7 quick questions for better advice")
+    answer_questions(driver, ["changed_size-yes", "irregular_shape-no", "irregular_colour-yes",
+                              "diameter_7mm-unsure"])
+    region = upload(driver, photo)
+    assert region.find_element(By.CSS_SELECTOR, ".advice-heading").text == LEVEL_HEADINGS["urgent"]
+    effect = region.find_element(By.CSS_SELECTOR, "[data-slot='checklist-effect']").text
+    assert effect == "Your answers raised this to: see a doctor within 2 weeks."
+    assert region.find_element(By.CSS_SELECTOR, "[data-part='photo-alone']").text == (
+        "The photo alone suggested: " + LEVEL_HEADINGS[alone])
+    message = region.find_element(By.CSS_SELECTOR, ".advice-message").text
+    assert "within 2 weeks" in message and "has changed in size and has uneven colour" in message
+    assert len(region.find_elements(By.CSS_SELECTOR, ".prediction")) == 4
+    assert_clean_console(driver)
+    assert_nothing_stored(driver)
+    driver.execute_script("document.getElementById('questions').scrollIntoView()")
+    shot = screenshot(driver, tmp_path, "checklist-raised")
+    if os.environ.get("SKINSCAN_CHECKLIST_SCREENSHOT"):
+        shutil.copy(shot, os.environ["SKINSCAN_CHECKLIST_SCREENSHOT"])
+
+
+def test_answers_that_do_not_raise_the_level(driver, function_server, page_url, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    photo = tmp_path / "spot.jpg"
+    photo.write_bytes(image_bytes())
+    alone = photo_level(function_server, photo.read_bytes())
+    open_page(driver, page_url)
+    answer_questions(driver, [f"{field}-no" for field in ("changed_size", "irregular_shape", "irregular_colour",
+                                                         "diameter_7mm")] + ["inflamed-yes", "oozing-unsure"])
+    region = upload(driver, photo)
+    assert region.find_element(By.CSS_SELECTOR, ".advice-heading").text == LEVEL_HEADINGS[alone]
+    effect = region.find_element(By.CSS_SELECTOR, "[data-slot='checklist-effect']").text
+    assert effect == "Your answers (checklist score 1 of 10) did not raise the photo's suggestion; it stands."
+    assert not region.find_elements(By.CSS_SELECTOR, "[data-part='photo-alone']")
+    # and with no answers at all, there is no checklist part
+    driver.get(page_url)
+    region = upload(driver, photo)
+    assert not region.find_elements(By.CSS_SELECTOR, "[data-part='checklist']")
+    assert_clean_console(driver)
+
+
+def test_the_questions_are_keyboard_operable_and_labelled(driver, page_url):
+    """Tab to the questions, Enter opens them, Space answers, arrow keys move within a group."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    def press(*keys):
+        for key in keys:
+            ActionChains(driver).send_keys(key).perform()
+
+    def active() -> str:
+        return driver.execute_script("return document.activeElement.id")
+
+    open_page(driver, page_url)
+    press(Keys.TAB, Keys.TAB, Keys.TAB)
+    assert active() == "questions-summary"
+    press(Keys.ENTER)
+    assert driver.find_element(By.ID, "questions").get_attribute("open") is not None
+    press(Keys.TAB)
+    assert active() == "changed_size-yes"
+    press(Keys.SPACE)
+    press(Keys.TAB)
+    assert active() == "irregular_shape-yes"
+    press(Keys.ARROW_RIGHT, Keys.ARROW_RIGHT)  # a radio group: arrows move and choose
+    assert active() == "irregular_shape-unsure"
+    checked = driver.execute_script(
+        "return Array.from(document.querySelectorAll('#questions input:checked')).map(i => i.id)")
+    assert checked == ["changed_size-yes", "irregular_shape-unsure"]
+    fieldsets = driver.find_elements(By.CSS_SELECTOR, "#questions fieldset.question")
+    assert len(fieldsets) == 7
+    for fieldset in fieldsets:
+        assert fieldset.find_element(By.TAG_NAME, "legend").text.endswith("?")
+        for radio in fieldset.find_elements(By.CSS_SELECTOR, "input[type='radio']"):
+            label = driver.find_element(By.CSS_SELECTOR, f"label[for='{radio.get_attribute('id')}']")
+            assert label.text in ("Yes", "No", "Not sure")

@@ -1,4 +1,8 @@
-"""The inference core: labels, architecture, pre-processing, triage, manifests, novelty."""
+"""The inference core: labels, architecture, pre-processing, triage, manifests, novelty.
+
+Classifier tests run on the fake backend (tests/fakes.py): the core's behaviour
+does not depend on what the weights know.
+"""
 
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ def test_nine_labels_spelled_and_ordered_as_the_seed():
     )
 
 
+@pytest.mark.slow
 def test_seed_architecture_has_exactly_7046729_parameters():
     from skinscan.training.architecture import SEED_PARAMETER_COUNT, build_densenet121
 
@@ -210,6 +215,19 @@ def test_unusable_photos_are_not_recognised_with_retake_advice(fixture_model):
     assert classifier.classify_bytes(tiny.getvalue())["recommendation"]["reason"] == "too_small"
 
 
+def test_the_fake_backend_is_deterministic_and_sees_the_photo(fake_classifier, photo):
+    assert fake_classifier.classify_bytes(photo) == fake_classifier.classify_bytes(photo)
+    other = image_bytes(seed=3, size=(120, 160))
+    assert fake_classifier.classify_bytes(photo)["predictions"] != fake_classifier.classify_bytes(other)["predictions"]
+    assert fake_classifier.model_info["backend"] == "fake"
+
+
+def test_a_fake_model_file_loads_through_the_verified_path(fixture_model):
+    classifier = Classifier.load(fixture_model)
+    assert classifier.backend.name == "fake"
+    assert classifier.manifest["sha256"] == read_manifest(manifest_path_for(fixture_model))["sha256"]
+
+
 def test_novelty_scorer_flags_features_far_from_every_class():
     rng = np.random.default_rng(0)
     centres = rng.normal(0, 5, (9, 16))
@@ -221,3 +239,20 @@ def test_novelty_scorer_flags_features_far_from_every_class():
     outside = rng.normal(0, 1, (9, 16)) * 30
     assert not scorer.is_novel(inside).any()
     assert scorer.is_novel(outside).all()
+
+
+def test_classify_command_takes_the_model_explicitly_without_touching_the_environment(fixture_model, tmp_path,
+                                                                                        capsys, monkeypatch):
+    import os
+
+    from skinscan.cli import main as cli
+
+    monkeypatch.delenv("SKINSCAN_MODEL_URI", raising=False)
+    photo_file = tmp_path / "spot.jpg"
+    photo_file.write_bytes(image_bytes())
+    assert cli(["classify", "--model", str(fixture_model), str(photo_file)]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["status"] == "ok" and answer["model"]["backend"] == "fake"
+    assert "SKINSCAN_MODEL_URI" not in os.environ
+    assert cli(["classify", "--model", str(tmp_path / "missing.h5"), str(photo_file)]) == 3
+    assert json.loads(capsys.readouterr().err)["error"]["code"] == "model_unavailable"

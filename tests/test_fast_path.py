@@ -16,14 +16,15 @@ from skinscan.manifest import manifest_path_for, read_manifest
 from skinscan.store import resolve
 
 pytest.importorskip("ai_edge_litert", reason="the LiteRT runtime (skinscan[serve]) is not installed")
+pytestmark = pytest.mark.slow  # derives the fast form with TensorFlow from a real Keras model
 
 
 @pytest.fixture(scope="module")
-def fast_model(fixture_model, tmp_path_factory):
+def fast_model(keras_model, tmp_path_factory):
     folder = tmp_path_factory.mktemp("fast")
-    model = folder / fixture_model.name
-    shutil.copy(fixture_model, model)
-    shutil.copy(manifest_path_for(fixture_model), manifest_path_for(model))
+    model = folder / keras_model.name
+    shutil.copy(keras_model, model)
+    shutil.copy(manifest_path_for(keras_model), manifest_path_for(model))
     record = derive(model, sample_batches(model, None, None))
     assert record["verified"]["accepted"], record
     return model
@@ -69,7 +70,7 @@ def test_from_s3_only_the_verified_fast_form_is_downloaded(moto_s3, fast_model, 
 
 @needs_skin9
 def test_shipped_fast_form_agrees_with_the_h5_on_real_photos():
-    from skinscan.training.fastpath import agreement, fast_path_for
+    from skinscan.training.fastpath import agreement
     from skinscan.store import SHIPPED_MODEL
 
     if not SHIPPED_MODEL.exists():

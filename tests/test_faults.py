@@ -1,4 +1,4 @@
-"""Issue 7: the object store fails in every way we could think of; the function answers, bounded in time.
+"""The object store fails in every way we could think of; the function answers, bounded in time.
 
 A real moto S3 server on loopback (started and stopped by the tests, so it can be
 "down" and come back), a TCP black hole that accepts and never answers, and a
@@ -38,6 +38,9 @@ from skinscan.training.publish import publish_model
 
 BUCKET = "models"
 URI = f"s3://{BUCKET}/m/fixture.h5"
+
+# Real outages, stalls and timeouts take real seconds (about 40 on two cores): the full suite only.
+pytestmark = pytest.mark.slow
 
 
 # -- the store and its faults ----------------------------------------------------------------------

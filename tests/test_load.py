@@ -1,4 +1,4 @@
-"""Issue 7: the function under sustained concurrent load on loopback: no errors, bounded latency, flat memory.
+"""The function under sustained concurrent load on loopback: no errors, bounded latency, flat memory.
 
 20 clients post photos (raw and multipart, a few sizes, and a share of bad
 uploads that must get their 4xx) to the real function over HTTP for
@@ -23,8 +23,12 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import pytest
+
 import bad_inputs
 from bad_inputs import fixture_service, multipart, served  # noqa: F401
+
+pytestmark = pytest.mark.slow  # a minute of load by default
 
 CLIENTS = 20
 MAX_REQUESTS = 200_000          # the count bound, whatever the duration

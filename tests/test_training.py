@@ -70,6 +70,7 @@ def tiny_dataset(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_train_calibrate_evaluate_end_to_end_on_a_tiny_dataset(tiny_dataset, tmp_path):
     from skinscan.training.calibrate import calibrate
     from skinscan.classifier import Classifier
@@ -79,7 +80,7 @@ def test_train_calibrate_evaluate_end_to_end_on_a_tiny_dataset(tiny_dataset, tmp
     out = tmp_path / "tiny.h5"
     summary = train(TrainConfig(data=tiny_dataset, out=out, image_size=32, epochs=1, batch_size=16,
                                 verbose=0))
-    assert out.is_file() and summary["epochs_run"] == 1
+    assert out.is_file() and summary["epochs_run"] == 1 and summary["finished_schedule"]
     manifest = read_manifest(manifest_path_for(out))
     assert manifest["sha256"] == sha256_file(out)
     assert manifest["preprocessing"]["size"] == 32
@@ -98,4 +99,22 @@ def test_train_calibrate_evaluate_end_to_end_on_a_tiny_dataset(tiny_dataset, tmp
     assert evaluation["count"] == len(split["test"])
     assert 0.0 <= evaluation["top1_accuracy"] <= evaluation["top4_accuracy"] <= 1.0
     assert (tmp_path / "report" / "confusion_matrix.png").stat().st_size > 1000
-    assert "balanced accuracy" in (tmp_path / "report" / "evaluation.txt").read_text()
+    assert "top-1" in (tmp_path / "report" / "evaluation.txt").read_text()
+
+
+@pytest.mark.slow
+def test_a_run_stopped_by_its_time_budget_resumes_where_it_stopped(tiny_dataset, tmp_path):
+    from skinscan.training.train import TrainConfig, checkpoint_dir, train
+
+    out = tmp_path / "cnn.h5"
+    config = dict(data=tiny_dataset, out=out, image_size=32, epochs=2, batch_size=16, architecture="cnn",
+                  verbose=0)
+    first = train(TrainConfig(**config, time_budget_minutes=1e-4))
+    assert first["epochs_run"] == 1 and not first["finished_schedule"]
+    state = json.loads((checkpoint_dir(out) / "state.json").read_text())
+    assert state["epoch"] == 1 and (checkpoint_dir(out) / "last.weights.h5").is_file()
+
+    second = train(TrainConfig(**config, resume=checkpoint_dir(out) / "last.weights.h5"))
+    assert second["epochs_run"] == 2 and second["finished_schedule"]
+    assert [h["epoch"] for h in second["history"]] == [1, 2]
+    assert read_manifest(manifest_path_for(out))["sha256"] == sha256_file(out)

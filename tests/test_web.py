@@ -14,8 +14,8 @@ from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 from conftest import free_port, image_bytes
-from web.app import (ERROR_MESSAGES, LEVEL_HEADINGS, MAX_UPLOAD_BYTES, call_function, create_app,
-                     FunctionError, percent, render_page, result_view)
+from skinscan_client import FunctionClient, FunctionError, percent
+from web.app import ERROR_MESSAGES, LEVEL_HEADINGS, MAX_UPLOAD_BYTES, create_app, render_page, result_view
 
 STATIC = Path(__file__).resolve().parents[1] / "web" / "static"
 
@@ -203,16 +203,17 @@ def test_function_text_is_escaped_and_odd_answers_are_handled():
     unknown = result_view({"status": "ok", "predictions": [], "recommendation": {"level": "new"}})
     assert unknown["heading"] == "Our suggestion" and unknown["level"] == "unknown"
     assert [percent(p) for p in (0.412, 0.004, 0, 1, 0.995, "x")] == ["41%", "<1%", "0%", "100%", "100%", ""]
+    assert percent(0.125) == "13%"  # halves round up, on the page (server and script) and in the bot
 
 
 @pytest.fixture
 def fake_function():
     """A stand-in function on loopback whose answer each test sets: (status, body, delay)."""
-    answer = {"status": 200, "body": b"{}", "delay": 0.0}
+    answer = {"status": 200, "body": b"{}", "delay": 0.0, "forms": []}
 
     @Request.application
     def app(request):
-        request.get_data()
+        answer["forms"].append(dict(request.form))
         time.sleep(answer["delay"])
         return Response(answer["body"], status=answer["status"], mimetype="application/json")
 
@@ -231,7 +232,8 @@ def test_function_failures_become_friendly_messages(fake_function):
         (503, {"error": {"code": "model_unavailable", "message": "x"}}, 503, "model_unavailable"),
         (413, {"error": {"code": "too_large", "message": "x"}}, 413, "too_large"),
         (415, {"error": {"code": "unsupported_media_type", "message": "x"}}, 415, "not_an_image"),
-        (500, b"<html>Internal Server Error</html>", 503, "unexpected"),
+        (500, b"<html>Internal Server Error</html>", 503, "unavailable"),
+        (400, {"error": {"code": "bad_answer", "message": "x", "field": "oozing"}}, 400, "bad_answer"),
         (502, b"Bad gateway", 503, "unavailable"),
         (200, b"not json at all", 502, "unexpected"),
         (200, {"status": "ok"}, 502, "unexpected"),
@@ -250,5 +252,54 @@ def test_slow_function_times_out(fake_function):
     answer["delay"] = 2.0
     started = time.monotonic()
     with pytest.raises(FunctionError) as caught:
-        call_function(url, image_bytes(), "image/jpeg", timeout=0.3)
+        FunctionClient(url, timeout=0.3).classify(image_bytes(), content_type="image/jpeg")
     assert caught.value.code == "timeout" and time.monotonic() - started < 1.5
+
+
+RAISED = {"status": "ok", "predictions": [{"label": "Melanocytic nevus", "probability": 0.125}],
+          "recommendation": {"level": "urgent", "see_doctor": True, "photo_level": "monitor",
+                             "raised_by": "checklist",
+                             "message": "Please see a doctor or dermatologist soon, ideally within 2 weeks."},
+          "checklist": {"score": 4, "answered": 3, "yes": ["changed_size", "irregular_colour"], "unsure": [],
+                        "level": "urgent"},
+          "disclaimer": "skinscan is not a diagnosis.", "model": {"name": "m", "version": "1"}}
+
+
+def test_the_form_offers_the_seven_questions_as_radio_groups(down_client):
+    html = down_client.get("/").get_data(as_text=True)
+    assert "Answer 7 quick questions for better advice" in html and "NICE guideline NG12" in html
+    form = html[html.index('<form id="upload-form"'):html.index("</form>")]
+    assert form.count("<fieldset") == 7 and form.count("<legend>") == 7
+    for field in ("changed_size", "irregular_shape", "irregular_colour", "diameter_7mm", "inflamed", "oozing",
+                  "sensation"):
+        for value in ("yes", "no", "unsure"):
+            assert f'<input type="radio" id="{field}-{value}" name="{field}" value="{value}">' in form
+            assert f'<label for="{field}-{value}">' in form
+    assert "checked" not in form  # nothing pre-answered: unanswered questions are not sent
+
+
+def test_form_answers_go_to_the_function_and_the_effect_is_shown(fake_function):
+    url, answer = fake_function
+    answer["body"] = json.dumps(RAISED).encode()
+    client = create_app(url).test_client()
+    response = client.post("/", data={"image": (io.BytesIO(image_bytes()), "spot.jpg", "image/jpeg"),
+                                      "changed_size": "yes", "irregular_colour": "yes", "oozing": "no"},
+                           content_type="multipart/form-data")
+    assert response.status_code == 200
+    assert answer["forms"][-1] == {"changed_size": "yes", "irregular_colour": "yes", "oozing": "no"}
+    region = result_region(response.get_data(as_text=True))
+    assert "Your answers raised this to: see a doctor within 2 weeks." in region
+    assert "The photo alone suggested: <span data-slot=\"photo-alone\">Keep an eye on it</span>" in region
+    assert ">13%<" in region
+    post_image(client, image_bytes())
+    assert answer["forms"][-1] == {}  # no answers: none sent
+
+
+def test_answers_that_do_not_raise_say_so():
+    calm = {**RAISED, "recommendation": {"level": "monitor", "message": "Keep an eye on it."},
+            "checklist": {"score": 1, "answered": 7, "yes": ["oozing"], "unsure": [], "level": None}}
+    region = result_region(render_page(result=result_view(calm)))
+    assert "did not raise the photo&#39;s suggestion" in region and "photo-alone" not in region
+    plain = result_view({**calm, "checklist": None})
+    assert plain["checklist"] is None
+    assert 'data-part="checklist"' not in result_region(render_page(result=plain))

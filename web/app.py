@@ -7,11 +7,12 @@ cannot:
 
 * ``GET /config.js`` is generated from the function URL it was given;
 * ``POST /`` accepts the plain form upload, forwards the photo to the function
-  over HTTP and renders the answer with the same template the page is built
-  from (``templates/page.html``).
+  (with the checklist answers, :mod:`skinscan_client`) and renders the answer
+  with the same template the page is built from (``templates/page.html``).
 
 Uploads are kept in memory only and never logged or stored. All triage logic
-stays in the function; this module only turns its answer into words.
+stays in the function (the checklist rule included); this module only turns
+its answer into words. It does not import the serving core.
 """
 
 from __future__ import annotations
@@ -19,11 +20,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import re
-import secrets
-import socket
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -31,12 +27,14 @@ from urllib.parse import urlsplit
 import flask
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from skinscan_client import (ANSWER_VALUES, DEFAULT_TIMEOUT_S, MAX_UPLOAD_BYTES, FunctionClient, FunctionError,
+                             checklist_effect, percent)
+from skinscan_client.questions import ANSWER_LABELS, EFFECTS, QUESTIONS, RAISED_TO, SOURCE, SOURCE_SHORT
+
 HERE = Path(__file__).resolve().parent
 STATIC_DIR = HERE / "static"
 DEFAULT_FUNCTION_URL = "http://127.0.0.1:8080/"
-MAX_UPLOAD_BYTES = 10 * 1024 * 1024          # the function's limit, checked here before sending
-FUNCTION_TIMEOUT_S = 30.0
-MAX_ANSWER_BYTES = 1024 * 1024
+FUNCTION_TIMEOUT_S = DEFAULT_TIMEOUT_S
 
 # Plain-words headings for the function's triage levels (the level itself is the function's call).
 LEVEL_HEADINGS = {
@@ -75,6 +73,8 @@ ERROR_MESSAGES = {
     "not_configured": "This page is not connected to an analysis service yet. Please try again later.",
     "unexpected": "Something went wrong while analysing your photo. Please try again later.",
     "not_found": "There is nothing at this address. You can check a photo on this page.",
+    "bad_answer": "One of the answers to the questions could not be read. Please choose Yes, No or Not sure, "
+                  "and try again.",
 }
 ERROR_ALIASES = {"unsupported_media_type": "not_an_image", "bad_request": "unexpected"}
 ERROR_FOOTER = "If you are worried about a skin spot, see a doctor; you do not need this tool for that."
@@ -94,15 +94,16 @@ def error_code(code: str | None, status: int | None = None) -> str:
     return "unexpected"
 
 
-def percent(probability: Any) -> str:
-    """``0.412`` -> ``"41%"``; tiny non-zero values read ``"<1%"`` instead of a misleading 0%."""
-    try:
-        value = float(probability)
-    except (TypeError, ValueError):
-        return ""
-    if 0 < value < 0.005:
-        return "<1%"
-    return f"{int(min(max(value, 0.0), 1.0) * 100 + 0.5)}%"
+def checklist_view(result: dict[str, Any]) -> dict[str, Any] | None:
+    """What the answers did, for the result block: the effect, and the photo's own suggestion."""
+    effect = checklist_effect(result)
+    if effect is None:
+        return None
+    recommendation = result.get("recommendation") or {}
+    raised = recommendation.get("raised_by") == "checklist"
+    photo_level = str(recommendation.get("photo_level", "")) if raised else ""
+    return {"effect": effect, "raised": raised,
+            "photo": LEVEL_HEADINGS.get(photo_level, DEFAULT_HEADING) if raised else ""}
 
 
 def result_view(result: dict[str, Any], filename: str = "") -> dict[str, Any] | None:
@@ -128,6 +129,7 @@ def result_view(result: dict[str, Any], filename: str = "") -> dict[str, Any] | 
         "retake": result["status"] == "not_recognised" or level == "retake",
         "predictions": predictions,
         "top": {"label": str(top.get("label", "")), "description": str(top.get("description", ""))} if top else None,
+        "checklist": checklist_view(result),
         "disclaimer": str(result.get("disclaimer", "")),
         "model": " ".join(str(model.get(key, "")) for key in ("name", "version")).strip(),
         "filename": filename,
@@ -137,14 +139,16 @@ def result_view(result: dict[str, Any], filename: str = "") -> dict[str, Any] | 
 # An empty result with every part present: the browser script clones it and removes what it needs not.
 SKELETON_VIEW = {"status": "", "level": "unknown", "heading": "", "message": "", "retake": True,
                  "predictions": [{"label": "", "probability": 0, "percent": ""}],
-                 "top": {"label": "", "description": ""}, "disclaimer": "", "model": " ", "filename": " "}
+                 "top": {"label": "", "description": ""}, "disclaimer": "", "model": " ", "filename": " ",
+                 "checklist": {"effect": "", "raised": True, "photo": ""}}
 
 
 def page_texts() -> dict[str, Any]:
     """The display words the browser script needs, embedded in the page as a JSON data block."""
     return {"levels": LEVEL_HEADINGS, "defaultHeading": DEFAULT_HEADING, "errors": ERROR_MESSAGES,
             "errorAliases": ERROR_ALIASES, "maxBytes": MAX_UPLOAD_BYTES,
-            "timeoutMs": int(FUNCTION_TIMEOUT_S * 1000)}
+            "timeoutMs": int(FUNCTION_TIMEOUT_S * 1000), "effects": EFFECTS, "raisedTo": RAISED_TO,
+            "answerFields": [field for field, _ in QUESTIONS], "answerValues": list(ANSWER_VALUES)}
 
 
 def origin_of(url: str) -> str:
@@ -175,50 +179,12 @@ STATIC_CSP = "; ".join([
 ])
 
 
-class FunctionError(Exception):
-    def __init__(self, code: str, status: int) -> None:
-        super().__init__(code)
-        self.code, self.status = code, status
+def form_answers(form: Any) -> dict[str, str]:
+    """The checklist answers of the no-JavaScript form: the radio groups that were answered.
 
-
-_SAFE_MIMETYPE = re.compile(r"^[A-Za-z0-9.+-]+/[A-Za-z0-9.+-]+$")
-
-
-def call_function(url: str, data: bytes, mimetype: str, timeout: float = FUNCTION_TIMEOUT_S) -> dict[str, Any]:
-    """POST the photo to the classify function as multipart field ``image``; its JSON answer.
-
-    Raises :class:`FunctionError` with a message key for every way this can fail.
+    Values are passed on as sent; the function checks them (a bad one is its ``bad_answer``).
     """
-    mimetype = mimetype if _SAFE_MIMETYPE.match(mimetype or "") else "application/octet-stream"
-    boundary = "skinscan-" + secrets.token_hex(16)
-    body = b"".join([
-        f"--{boundary}\r\n".encode(),
-        b'Content-Disposition: form-data; name="image"; filename="photo"\r\n',
-        f"Content-Type: {mimetype}\r\n\r\n".encode(),
-        data,
-        f"\r\n--{boundary}--\r\n".encode(),
-    ])
-    request = urllib.request.Request(url, data=body, method="POST", headers={
-        "Content-Type": f"multipart/form-data; boundary={boundary}", "Accept": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            answer = json.loads(response.read(MAX_ANSWER_BYTES))
-    except urllib.error.HTTPError as error:
-        try:
-            code = json.loads(error.read(MAX_ANSWER_BYTES))["error"]["code"]
-        except Exception:
-            code = None
-        finally:
-            error.close()
-        raise FunctionError(error_code(code, error.code), 503 if error.code >= 500 else error.code) from None
-    except (TimeoutError, socket.timeout):
-        raise FunctionError("timeout", 504) from None
-    except urllib.error.URLError as error:
-        code = "timeout" if isinstance(error.reason, (TimeoutError, socket.timeout)) else "unavailable"
-        raise FunctionError(code, 504 if code == "timeout" else 503) from None
-    except (ValueError, OSError):  # bad URL, broken connection, answer that is not JSON
-        raise FunctionError("unexpected", 502) from None
-    return answer
+    return {field: str(form.get(field)) for field, _ in QUESTIONS if form.get(field)}
 
 
 class InMemoryRequest(flask.Request):
@@ -228,16 +194,17 @@ class InMemoryRequest(flask.Request):
         return io.BytesIO()
 
 
-def create_app(function_url: str | None = None) -> flask.Flask:
+def create_app(function_url: str | None = None, auth: Any = None) -> flask.Flask:
     """The page's Flask app, calling the classify function at ``function_url``.
 
     Without an argument the URL comes from ``SKINSCAN_FUNCTION_URL`` (default: the local stack's
-    ``http://127.0.0.1:8080/``).
+    ``http://127.0.0.1:8080/``). ``auth``: an ``httpx.Auth`` for the calls (e.g. SigV4 signing).
     """
     app = flask.Flask(__name__, static_folder=str(STATIC_DIR), static_url_path="")
     app.request_class = InMemoryRequest
     url = function_url or os.environ.get("SKINSCAN_FUNCTION_URL") or DEFAULT_FUNCTION_URL
     app.config["SKINSCAN_FUNCTION_URL"] = url
+    client = FunctionClient(url, timeout=FUNCTION_TIMEOUT_S, auth=auth)
     # Room for the multipart envelope around a photo at the limit; the photo itself is checked below.
     app.config["MAX_CONTENT_LENGTH"] = MAX_UPLOAD_BYTES + 256 * 1024
     csp = content_security_policy(origin_of(url))
@@ -265,9 +232,10 @@ def create_app(function_url: str | None = None) -> flask.Flask:
         if not data:
             return page(400, error="empty_image")
         try:
-            answer = call_function(url, data, upload.mimetype)
+            answer = client.classify(data, filename="photo", content_type=upload.mimetype,
+                                     answers=form_answers(flask.request.form))
         except FunctionError as failure:
-            return page(failure.status, error=failure.code)
+            return page(failure.status, error=error_code(failure.code, failure.status))
         view = result_view(answer, filename=upload.filename or "")
         if view is None:
             return page(502, error="unexpected")
@@ -319,6 +287,8 @@ def render_page(result: dict[str, Any] | None = None, error: str | None = None,
     return template.render(
         result=result, skeleton=SKELETON_VIEW, error=ERROR_MESSAGES[error] if error else None, error_footer=ERROR_FOOTER,
         static_site=static_site, static_csp=STATIC_CSP, tips=RETAKE_TIPS,
+        questions=QUESTIONS, answer_labels=ANSWER_LABELS, checklist_source=SOURCE,
+        checklist_source_short=SOURCE_SHORT,
         texts=page_texts(), max_mb=MAX_UPLOAD_BYTES // (1024 * 1024),
     )
 

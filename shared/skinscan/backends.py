@@ -15,12 +15,26 @@ import numpy as np
 from .labels import LABELS
 
 N_CLASSES = len(LABELS)
+# The pooled layer every skinscan network names so; its output feeds the novelty check.
+FEATURES_LAYER = "features"
 
 
 class Backend(Protocol):
     name: str
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+def with_features(model):
+    """The same Keras network answering ``(features, probabilities)`` in one pass.
+
+    The pooled features feed the out-of-distribution check, so a second
+    forward pass is never needed. (Training builds networks with this layer
+    name; serving only reads it, so the core never imports the training code.)
+    """
+    import keras
+
+    return keras.Model(model.input, [model.get_layer(FEATURES_LAYER).output, model.output])
 
 
 class KerasBackend:
@@ -30,8 +44,6 @@ class KerasBackend:
 
     def __init__(self, model_path: str | Path) -> None:
         import keras
-
-        from .training.architecture import with_features
 
         model = keras.models.load_model(model_path, compile=False)
         self.model = model
@@ -45,7 +57,6 @@ class KerasBackend:
         with self._lock:
             features, probabilities = self.two_headed.predict_on_batch(batch)
         return np.asarray(features), np.asarray(probabilities)
-
 
 
 class LiteRTBackend:

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from . import quality, triage
+from . import checklist, quality, triage
 from .backends import Backend
 from .imaging import Preprocessing, decode, to_model_input
 from .labels import DESCRIPTIONS, LABELS
@@ -49,11 +49,17 @@ class Classifier:
 
     def info(self) -> dict[str, Any]:
         return {"labels": list(LABELS), "top_k": TOP_K, "model": self.model_info,
-                "input_size": self.preprocessing.size, "disclaimer": triage.DISCLAIMER}
+                "input_size": self.preprocessing.size, "disclaimer": triage.DISCLAIMER,
+                "checklist": checklist.info()}
 
-    def classify_bytes(self, data: bytes) -> dict[str, Any]:
-        """Decode and classify. Raises :class:`skinscan.imaging.ImageError` for bad bytes."""
-        return self.classify_image(decode(data, draft_size=max(2 * self.preprocessing.size, 512)))
+    def classify_bytes(self, data: bytes, answers: checklist.Answers | None = None) -> dict[str, Any]:
+        """Decode, classify, and apply the checklist answers (if any; see :mod:`skinscan.checklist`).
+
+        Raises :class:`skinscan.imaging.ImageError` for bad bytes. Without answers the result is
+        exactly the photo's.
+        """
+        result = self.classify_image(decode(data, draft_size=max(2 * self.preprocessing.size, 512)))
+        return checklist.apply(result, answers) if answers else result
 
     def probabilities(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Calibrated probabilities and novelty scores for a pre-processed batch."""

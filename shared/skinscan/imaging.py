@@ -17,22 +17,30 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 # A phone photo is ~12-50 megapixels; anything far beyond that is a
-# decompression bomb, not a photo. Pillow then raises instead of allocating.
+# decompression bomb, not a photo. ``decode`` refuses it from the header alone.
 MAX_PIXELS = 80_000_000
-Image.MAX_IMAGE_PIXELS = MAX_PIXELS
-# Pillow only warns between 1x and 2x the limit; make that an error process-wide. ``decode``
-# also checks the size itself, because warning filters are global state that other threads
-# (``warnings.catch_warnings`` is not thread-safe) or test runners may change under us.
-warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
 
 # The formats we promise (see the not_an_image message). Everything else Pillow could open
 # (EPS via Ghostscript, PSD, FITS, ICO, TGA, ...) is attack surface a photo never needs.
 # (Phones' MPO files are opened by the JPEG entry.)
 FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 
-# Pillow's DEBUG logging prints EXIF values (GPS position, names, comments) of every upload it
-# reads; uploads must never reach a log, whatever level the app runs at.
-logging.getLogger("PIL").setLevel(max(logging.getLogger("PIL").level, logging.INFO))
+
+def configure_process() -> None:
+    """Process-wide Pillow, warnings and logging state; each entry point calls it once at start.
+
+    Importing :mod:`skinscan` changes no global state. :func:`decode` is safe without this
+    (it checks the pixel count itself, because warning filters are global state that other
+    threads or test runners may change under us); this adds defence in depth for any other
+    Pillow use in the process and keeps uploads out of the logs.
+    """
+    # Pillow's own limit matches ours, and its warning between 1x and 2x the limit is an error.
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
+    # Pillow's DEBUG logging prints EXIF values (GPS position, names, comments) of every upload
+    # it reads; uploads must never reach a log, whatever level the app runs at.
+    pil = logging.getLogger("PIL")
+    pil.setLevel(max(pil.level, logging.INFO))
 
 
 class ImageError(ValueError):

@@ -50,6 +50,7 @@
     }
   }
 
+  // Mirrors skinscan_client.percent exactly: halves round up (0.125 -> "13%"); tests pin both.
   function percent(probability) {
     var value = Number(probability);
     if (!isFinite(value)) return "";
@@ -62,6 +63,7 @@
     if (code && texts.errors[code]) return code;
     if (status === 413) return "too_large";
     if (status === 415) return "not_an_image";
+    if (status === 429) return "unavailable";  // rate limit (WAF) or the function's concurrency cap
     if (status === 502 || status === 503 || status === 504) return "unavailable";
     return "unexpected";
   }
@@ -84,6 +86,8 @@
     view.className = "result level-" + (texts.levels[level] ? level : "unknown");
     fill(view, "heading", texts.levels[level] || texts.defaultHeading);
     fill(view, "message", recommendation.message);
+
+    showChecklist(view, result, recommendation);
 
     var retake = result.status === "not_recognised" || level === "retake";
     if (!retake) removePart(view, "tips");
@@ -119,6 +123,31 @@
       ? [result.model.name, result.model.version].filter(Boolean).join(" ") : "";
     if (model) fill(view, "model", model); else removePart(view, "model");
     show(view, true);
+  }
+
+  // What the answers did: the same sentences as skinscan_client.checklist_effect (texts.effects).
+  function showChecklist(view, result, recommendation) {
+    var summary = result.checklist;
+    if (!summary || typeof summary !== "object") { removePart(view, "checklist"); return; }
+    var score = String(Number(summary.score) || 0);
+    var raised = recommendation.raised_by === "checklist" && texts.raisedTo[recommendation.level];
+    var effect = raised ? texts.effects.raised.replace("{to}", texts.raisedTo[recommendation.level])
+      : texts.effects[texts.raisedTo[summary.level] ? "agree" : "stands"].replace("{score}", score);
+    fill(view, "checklist-effect", effect);
+    if (raised) {
+      fill(view, "photo-alone", texts.levels[recommendation.photo_level] || texts.defaultHeading);
+    } else {
+      removePart(view, "photo-alone");
+      view.querySelector('[data-part="checklist"]').classList.remove("is-raised");
+    }
+  }
+
+  // The answered radio groups only: an unanswered question is not sent (the same as the plain form).
+  function appendAnswers(body) {
+    texts.answerFields.forEach(function (field) {
+      var checked = form.querySelector('input[type="radio"][name="' + field + '"]:checked');
+      if (checked) body.append(field, checked.value);
+    });
   }
 
   function setBusy(value) {
@@ -211,11 +240,37 @@
     }
   }
 
+  // Deployed, the page calls /api/classify on its own origin and CloudFront passes the request on
+  // to the classify function, signed (origin access control). Lambda accepts no unsigned body, so a
+  // same-origin POST carries x-amz-content-sha256, the hex SHA-256 of the exact bytes sent: the form
+  // is serialised once (new Response(form) gives its bytes and multipart boundary), and those bytes
+  // are both hashed and sent. Cross-origin (local development) nothing changes: the extra header
+  // would need a CORS preflight that the local function does not allow.
+  function sameOrigin(url) {
+    try { return new URL(url, window.location.href).origin === window.location.origin; } catch (ignored) { return false; }
+  }
+
+  async function payload(form) {
+    var headers = { "Accept": "application/json" };
+    if (!sameOrigin(config.functionUrl) || !window.crypto || !window.crypto.subtle || !window.Response) {
+      return { body: form, headers: headers };
+    }
+    var serialised = new Response(form);
+    var bytes = await serialised.arrayBuffer();
+    var digest = new Uint8Array(await window.crypto.subtle.digest("SHA-256", bytes));
+    headers["Content-Type"] = serialised.headers.get("Content-Type");
+    headers["x-amz-content-sha256"] = Array.prototype.map.call(digest, function (byte) {
+      return (byte < 16 ? "0" : "") + byte.toString(16);
+    }).join("");
+    return { body: bytes, headers: headers };
+  }
+
   async function analyse(file) {
     if (!config.functionUrl) { showError("not_configured", true); return; }
     var body = new FormData();
     var upload = await smaller(file);
     body.append("image", upload, upload === file ? (file.name || "photo") : "photo.jpg");
+    appendAnswers(body);
     var controller = new AbortController();
     var timeoutMs = Number(config.timeoutMs) || texts.timeoutMs || 30000;  // config may override
     var timer = setTimeout(function () { controller.abort(); }, timeoutMs);
@@ -224,10 +279,11 @@
     show(analysing, false);
     analysing.scrollIntoView({ behavior: "smooth", block: "nearest" });
     try {
+      var request = await payload(body);
       var response = await fetch(config.functionUrl, {
-        method: "POST", body: body, signal: controller.signal,
+        method: "POST", body: request.body, signal: controller.signal,
         credentials: "omit", cache: "no-store", referrerPolicy: "no-referrer", mode: "cors",
-        headers: { "Accept": "application/json" }
+        headers: request.headers
       });
       var answer = null;
       try { answer = await response.json(); } catch (ignored) { answer = null; }

@@ -1,4 +1,9 @@
-"""The ``skinscan`` command: classify photos, serve the stack, train and ship models."""
+"""The ``skinscan`` command: classify photos, serve the stack, train and ship models.
+
+The top layer: it may import any adapter (functions, web, bot) and the training
+code, always lazily inside the command that needs it, so ``skinscan classify``
+never loads Flask, Telegram or TensorFlow.
+"""
 
 from __future__ import annotations
 
@@ -65,8 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     calibrate.add_argument("--model", type=Path, required=True)
     calibrate.add_argument("--data", type=Path, default=DEFAULT_DATA)
     calibrate.add_argument("--split", type=Path, help="split file (default: the one beside the model)")
-    calibrate.add_argument("--referral-target", type=float, default=0.97)
-    calibrate.add_argument("--skin-rejection", type=float, default=0.03)
+    calibrate.add_argument("--referral-target", type=float, default=0.95,
+                           help="malignant referral to reach on validation, for every photo type")
+    calibrate.add_argument("--skin-rejection", type=float, default=0.025,
+                           help="most validation skin photos of a type that 'not recognised' may reject")
     calibrate.set_defaults(run=run_calibrate)
 
     compare = commands.add_parser("compare", help="the seed's table: CNN, MobileNet and DenseNet121 trained here")
@@ -75,9 +82,19 @@ def main(argv: list[str] | None = None) -> int:
     compare.add_argument("--split", type=Path, help="split file (default: the shipped model's)")
     compare.add_argument("--epochs", type=int, default=10)
     compare.add_argument("--image-size", type=int, default=96)
+    compare.add_argument("--steps-per-epoch", type=int, help="batches per epoch (default: one pass's worth)")
     compare.add_argument("--reuse-densenet", type=Path, metavar="MODEL.h5",
                          help="take the DenseNet121 row from this trained model instead of training one")
     compare.set_defaults(run=run_compare)
+
+    sizes = commands.add_parser("input-size", help="measure a trained model at several input sizes on validation "
+                                "photos (per photo type) and save it at the best one")
+    sizes.add_argument("--model", type=Path, required=True)
+    sizes.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    sizes.add_argument("--split", type=Path, help="split file (default: the one beside the model)")
+    sizes.add_argument("--sizes", type=int, nargs="+", default=[128, 144, 160])
+    sizes.add_argument("--out", type=Path, help="save the model at the best size here (then calibrate it)")
+    sizes.set_defaults(run=run_input_size)
 
     optimize = commands.add_parser("optimize", help="derive the fast LiteRT form of a model and verify it against the .h5")
     optimize.add_argument("--model", type=Path, required=True)
@@ -102,18 +119,19 @@ def main(argv: list[str] | None = None) -> int:
     set_webhook.set_defaults(run=run_set_webhook)
 
     args = parser.parse_args(argv)
+    from ..imaging import configure_process
+
+    configure_process()
     return int(args.run(args) or 0)
 
 
 def run_classify(args: argparse.Namespace) -> int:
     from ..imaging import ImageError
-    from ..service import get_classifier
+    from ..service import load_classifier
     from ..store import ModelUnavailable
 
-    if args.model:
-        os.environ["SKINSCAN_MODEL_URI"] = args.model
     try:
-        classifier = get_classifier()
+        classifier = load_classifier(args.model)  # None: SKINSCAN_MODEL_URI or the shipped model
     except ModelUnavailable as error:
         print(json.dumps({"error": {"code": "model_unavailable", "message": str(error)}}), file=sys.stderr)
         return 3
@@ -176,9 +194,22 @@ def run_compare(args: argparse.Namespace) -> int:
     from ..store import SHIPPED_MODEL
 
     rows = compare(args.data, args.out, _split_for(SHIPPED_MODEL, args.split), args.epochs, args.image_size,
-                   reuse={"densenet121": args.reuse_densenet} if args.reuse_densenet else None)
+                   reuse={"densenet121": args.reuse_densenet} if args.reuse_densenet else None,
+                   steps_per_epoch=args.steps_per_epoch)
     print(table(rows), end="")
     print(f"curves: {args.out / 'training_curves.png'}")
+    return 0
+
+
+def run_input_size(args: argparse.Namespace) -> int:
+    from ..training.sizes import compare_sizes, save_at_size
+
+    rows = compare_sizes(args.model, args.data, _split_for(args.model, args.split), args.sizes)
+    best = max(rows, key=lambda row: (row["score"], -row["size"]))
+    print(f"best on validation: {best['size']} px (score {best['score']:.4f})")
+    if args.out:
+        save_at_size(args.model, best["size"], args.out)
+        print(f"saved {args.out}; calibrate it next")
     return 0
 
 

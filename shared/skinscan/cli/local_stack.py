@@ -7,20 +7,26 @@ HTTP, exactly as they do when deployed.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import threading
-from pathlib import Path
-
-from werkzeug.serving import make_server
 
 from ..logs import configure_logging
 from ..service import get_classifier
 from ..store import ModelUnavailable, model_uri
 
-FUNCTION_SOURCE = Path(__file__).resolve().parents[2] / "functions" / "main.py"
+
+def function_source() -> str:
+    """``functions/main.py`` wherever the ``functions`` package is installed (a checkout or a wheel)."""
+    spec = importlib.util.find_spec("functions.main")
+    if spec is None or not spec.origin:
+        raise RuntimeError("the functions package is not installed (pip install 'skinscan[serve]')")
+    return spec.origin
 
 
 def _serve_in_thread(app, host: str, port: int, name: str):
+    from werkzeug.serving import make_server
+
     server = make_server(host, port, app, threaded=True)
     threading.Thread(target=server.serve_forever, name=name, daemon=True).start()
     return server
@@ -38,7 +44,7 @@ def serve(host: str = "127.0.0.1", function_port: int = 8080, web_port: int = 80
     except ModelUnavailable as error:
         print(f"warning: model unavailable ({error}); the function will answer 503 until it loads")
 
-    function_app = functions_framework.create_app("classify", str(FUNCTION_SOURCE))
+    function_app = functions_framework.create_app("classify", function_source())
     function_url = f"http://{host}:{function_port}/"
     servers = [_serve_in_thread(function_app, host, function_port, "function")]
     print(f"classify function: {function_url}   (curl -F image=@photo.jpg {function_url})")

@@ -6,10 +6,10 @@ own training (or from a local file the user supplies with ``--weights``).
 
 from __future__ import annotations
 
+from ..backends import FEATURES_LAYER  # the serving core owns the layer name (and with_features)
 from ..labels import LABELS
 
 SEED_PARAMETER_COUNT = 7_046_729
-FEATURES_LAYER = "features"
 
 
 def build_densenet121(image_size: int, dropout: float = 0.3, backbone_weights: str | None = None):
@@ -21,17 +21,6 @@ def build_densenet121(image_size: int, dropout: float = 0.3, backbone_weights: s
     if backbone_weights:
         backbone.load_weights(backbone_weights)
     return _classifier_head(backbone.input, backbone.output, dropout, "densenet121")
-
-
-def with_features(model):
-    """The same network answering ``(features, probabilities)`` in one pass.
-
-    The pooled features feed the out-of-distribution check, so a second
-    forward pass is never needed.
-    """
-    import keras
-
-    return keras.Model(model.input, [model.get_layer(FEATURES_LAYER).output, model.output])
 
 
 def build_mobilenet(image_size: int, dropout: float = 0.3, backbone_weights: str | None = None):
@@ -70,3 +59,20 @@ def _classifier_head(inputs, backbone_output, dropout: float, name: str):
 
 
 ARCHITECTURES = {"densenet121": build_densenet121, "mobilenet": build_mobilenet, "cnn": build_cnn}
+
+
+def with_input_size(model, image_size: int):
+    """The same trained network at another input size.
+
+    Every layer before the global pooling is convolutional, so the weights fit
+    any input size; only the stored input shape changes. Used to serve at a
+    larger size than training saw, when validation says it helps.
+    """
+    dropout = model.get_layer("dropout").rate
+    resized = ARCHITECTURES[_architecture_of(model)](image_size, dropout)
+    resized.set_weights(model.get_weights())
+    return resized
+
+
+def _architecture_of(model) -> str:
+    return model.name.removeprefix("skinscan_")

@@ -2,9 +2,11 @@
 
 Everything goes through the served path: the manifest's pre-processing,
 temperature, triage thresholds, quality bounds and novelty rule. Figures:
-top-1, balanced and top-4 accuracy, per-class precision/recall/F1, a
-confusion matrix (PNG), expected calibration error, referral of malignant and
-benign photos, and how often non-skin and real skin photos are rejected.
+top-1, balanced and top-4 accuracy, per-class precision/recall/F1, confusion
+matrices (PNG), expected calibration error, referral of malignant and benign
+photos (:mod:`.referral`'s definition), and how often non-skin and real skin
+photos are rejected — for all photos, and again **per photo type** (camera /
+dermoscopic) and **per skin tone class** where the metadata knows it.
 """
 
 from __future__ import annotations
@@ -15,15 +17,17 @@ from typing import Any
 
 import numpy as np
 
-from . import data as dataset
-from .calibrate import BENIGN_IDS, MALIGNANT_IDS
 from ..classifier import Classifier
 from ..labels import LABELS
 from ..metrics import (balanced_accuracy, confusion_matrix, expected_calibration_error, per_class,
-                      softmax_with_temperature, top_k_accuracy)
+                       softmax_with_temperature, top_k_accuracy)
+from . import data as dataset
+from . import referral
 from .negatives import non_skin_images
 from .scoring import load_images, score
-from ..triage import REFERRAL_LEVELS
+
+HEADLINE = ("count", "top1_accuracy", "balanced_accuracy", "top4_accuracy", "malignant_referral",
+            "benign_referral", "skin_rejected")
 
 
 def classification_report(truth: np.ndarray, probabilities: np.ndarray) -> dict[str, Any]:
@@ -40,32 +44,49 @@ def classification_report(truth: np.ndarray, probabilities: np.ndarray) -> dict[
     }
 
 
+def group_report(truth: np.ndarray, probabilities: np.ndarray, is_referred: np.ndarray,
+                 rejected: np.ndarray) -> dict[str, Any]:
+    """The headline figures and confusion matrix for one group of photos."""
+    report = classification_report(truth, probabilities)
+    report.update(referral.rates(is_referred, truth))
+    report["skin_rejected"] = float(rejected.mean())
+    return report
+
+
 def evaluate(model_path: Path, data: Path, split_file: Path | None = None, part: str = "test",
              out_dir: Path | None = None) -> dict[str, Any]:
     classifier = Classifier.load(model_path, backend="keras")
-    samples = dataset.load_split(split_file)[part] if split_file else dataset.discover(data)
+    samples = dataset.load_split(split_file, data)[part] if split_file else dataset.discover(data)
     truth = np.array([s.label for s in samples])
     size = classifier.preprocessing.size
     skin = score(classifier.backend, classifier.preprocessing, load_images(data, [s.path for s in samples], size))
     probabilities = softmax_with_temperature(skin.raw, classifier.temperature)
-    report = classification_report(truth, probabilities)
-    report["expected_calibration_error_uncalibrated"] = expected_calibration_error(truth, skin.raw)
 
-    skin_rejected = classifier.rejected(skin.figures, skin.features)
-    levels = np.array([classifier.result_from_probabilities(p)["recommendation"]["level"] for p in probabilities])
-    referred = np.isin(levels, list(REFERRAL_LEVELS)) & ~skin_rejected
-    malignant, benign = np.isin(truth, MALIGNANT_IDS), np.isin(truth, BENIGN_IDS)
+    rejected = classifier.rejected(skin.figures, skin.features)
+    levels = referral.levels(probabilities, classifier.thresholds)
+    is_referred = referral.referred(levels, rejected)
+
+    report = group_report(truth, probabilities, is_referred, rejected)
+    report["expected_calibration_error_uncalibrated"] = expected_calibration_error(truth, skin.raw)
+    groups: dict[str, np.ndarray] = {}
+    for kind in dataset.PHOTO_TYPES:
+        groups[kind] = np.array([s.image_type == kind for s in samples])
+    for tone in sorted({s.skin_tone for s in samples if s.skin_tone is not None}):
+        groups[f"skin_tone_{tone}"] = np.array([s.skin_tone == tone for s in samples])
+    report["by_group"] = {name: group_report(truth[members], probabilities[members], is_referred[members],
+                                             rejected[members])
+                          for name, members in groups.items() if members.any()}
+
     negatives = score(classifier.backend, classifier.preprocessing,
                       (image for _, image in non_skin_images("test")))
     report.update({
         "model": classifier.model_info,
         "data": str(data), "split": part if split_file else "all photos in the folder",
-        "malignant_referral": float(referred[malignant].mean()) if malignant.any() else None,
-        "benign_referral": float(referred[benign].mean()) if benign.any() else None,
-        "skin_rejected": float(skin_rejected.mean()),
+        "referral_definition": "urgent or soon, and not rejected as not recognised",
         "non_skin_rejected": float(classifier.rejected(negatives.figures, negatives.features).mean()),
         "non_skin_count": int(len(negatives.raw)),
-        "triage_levels": {level: int((levels == level).sum()) for level in sorted(set(levels))},
+        "triage_levels": {level: int((levels[~rejected] == level).sum()) for level in sorted(set(levels))}
+        | {"retake": int(rejected.sum())},
     })
     if out_dir:
         out_dir = Path(out_dir)
@@ -73,30 +94,41 @@ def evaluate(model_path: Path, data: Path, split_file: Path | None = None, part:
         (out_dir / "evaluation.json").write_text(json.dumps(report, indent=1) + "\n")
         (out_dir / "evaluation.txt").write_text(text_report(report))
         plot_confusion(np.array(report["confusion_matrix"]), out_dir / "confusion_matrix.png")
+        for kind in dataset.PHOTO_TYPES:
+            if kind in report["by_group"]:
+                plot_confusion(np.array(report["by_group"][kind]["confusion_matrix"]),
+                               out_dir / f"confusion_matrix_{kind}.png", title=f"{kind} photos")
     return report
+
+
+def _figure(value: float | None) -> str:
+    return "   -  " if value is None else f"{value:6.3f}"
 
 
 def text_report(report: dict[str, Any]) -> str:
     lines = [
         f"model {report['model']['version']} on {report['count']} photos ({report['split']})",
-        f"top-1 accuracy      {report['top1_accuracy']:.3f}",
-        f"balanced accuracy   {report['balanced_accuracy']:.3f}",
-        f"top-4 accuracy      {report['top4_accuracy']:.3f}",
         f"ECE (calibrated)    {report['expected_calibration_error']:.3f}   "
         f"(uncalibrated {report['expected_calibration_error_uncalibrated']:.3f})",
-        f"malignant referral  {report['malignant_referral']:.3f}   (Melanoma + SCC sent to urgent/soon)",
-        f"benign referral     {report['benign_referral']:.3f}   (benign classes sent to urgent/soon)",
         f"non-skin rejected   {report['non_skin_rejected']:.3f}   ({report['non_skin_count']} test negatives)",
-        f"skin rejected       {report['skin_rejected']:.3f}",
+        "referral: Melanoma + SCC (malignant) or benign classes sent to urgent/soon; rejected = not referred",
         "",
-        f"{'class':28s} {'precision':>9s} {'recall':>7s} {'f1':>6s} {'n':>4s}",
+        f"{'photos':16s} {'n':>5s} {'top-1':>6s} {'bal.':>6s} {'top-4':>6s} {'malig.':>6s} {'benign':>6s} "
+        f"{'reject':>6s}",
     ]
+    rows = {"all": report, **report.get("by_group", {})}
+    for name, row in rows.items():
+        lines.append(f"{name:16s} {row['count']:5d} {_figure(row['top1_accuracy'])} "
+                     f"{_figure(row['balanced_accuracy'])} {_figure(row['top4_accuracy'])} "
+                     f"{_figure(row['malignant_referral'])} {_figure(row['benign_referral'])} "
+                     f"{_figure(row['skin_rejected'])}")
+    lines += ["", f"{'class':28s} {'precision':>9s} {'recall':>7s} {'f1':>6s} {'n':>5s}"]
     for label, row in report["per_class"].items():
-        lines.append(f"{label:28s} {row['precision']:9.3f} {row['recall']:7.3f} {row['f1']:6.3f} {row['support']:4d}")
+        lines.append(f"{label:28s} {row['precision']:9.3f} {row['recall']:7.3f} {row['f1']:6.3f} {row['support']:5d}")
     return "\n".join(lines) + "\n"
 
 
-def plot_confusion(matrix: np.ndarray, path: Path) -> None:
+def plot_confusion(matrix: np.ndarray, path: Path, title: str | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -108,6 +140,8 @@ def plot_confusion(matrix: np.ndarray, path: Path) -> None:
     axes.set_yticks(range(len(LABELS)), LABELS, fontsize=8)
     axes.set_xlabel("predicted")
     axes.set_ylabel("true")
+    if title:
+        axes.set_title(title)
     for (i, j), value in np.ndenumerate(matrix):
         axes.text(j, i, str(value), ha="center", va="center",
                   color="white" if value > matrix.max() / 2 else "black", fontsize=8)

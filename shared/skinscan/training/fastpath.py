@@ -31,9 +31,8 @@ def convert(model_path: Path, kind: str = "litert-float32") -> bytes:
     """Convert the ``.h5`` to a LiteRT flatbuffer answering ``[features | probabilities]``."""
     import keras
     import tensorflow as tf
-    from keras.src import export as keras_export
 
-    from .architecture import with_features
+    from ..backends import with_features
 
     model = with_features(keras.models.load_model(model_path, compile=False))
     size = model.input_shape[1]
@@ -43,7 +42,7 @@ def convert(model_path: Path, kind: str = "litert-float32") -> bytes:
         return tf.concat([features, probabilities], axis=1)
 
     with tempfile.TemporaryDirectory() as folder:
-        archive = keras_export.ExportArchive()
+        archive = keras.export.ExportArchive()
         archive.track(model)
         archive.add_endpoint("serve", serve, input_signature=[tf.TensorSpec([1, size, size, 3], tf.float32)])
         archive.write_out(folder, verbose=False)

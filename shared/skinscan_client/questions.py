@@ -1,0 +1,58 @@
+"""The checklist questions in plain words: the ONE copy of the wording the page and the bot show.
+
+The rule itself (fields, points, levels) lives in the serving core,
+``skinscan.checklist``; the function applies it. This module holds only what
+people read, so the page and the bot (which do not import the core) ask the
+same questions. A test pins that the fields here are the core's fields.
+Standard library only: the page's template renders these without httpx.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+SOURCE = ("These are the questions of the weighted 7-point checklist that UK family doctors use for "
+          "changing moles and pigmented spots (NICE guideline NG12, suspected cancer). Three of them "
+          "count double. Your answers can only make the advice more cautious, never less.")
+SOURCE_SHORT = "weighted 7-point checklist, NICE guideline NG12"
+
+# (field, question) in the order asked; the major features (2 points each) come first.
+QUESTIONS: tuple[tuple[str, str], ...] = (
+    ("changed_size", "Has it grown or changed in size?"),
+    ("irregular_shape", "Is its shape or edge irregular?"),
+    ("irregular_colour", "Does it have several colours, or is its colour uneven?"),
+    ("diameter_7mm", "Is it 7 mm across or larger (about the width of a pencil, or wider)?"),
+    ("inflamed", "Is it inflamed, or red around it?"),
+    ("oozing", "Does it ooze, crust or bleed?"),
+    ("sensation", "Does it itch, hurt or feel different?"),
+)
+FIELDS = tuple(field for field, _ in QUESTIONS)
+ANSWER_VALUES = ("yes", "no", "unsure")
+ANSWER_LABELS = {"yes": "Yes", "no": "No", "unsure": "Not sure"}
+
+# What the answers did, in the page's and the bot's words (the level names are the function's).
+RAISED_TO = {
+    "urgent": "see a doctor within 2 weeks",
+    "soon": "book a doctor's appointment in the next few weeks",
+}
+EFFECTS = {  # {to}: RAISED_TO[level]; {score}: the checklist score. The page's script fills the same.
+    "raised": "Your answers raised this to: {to}.",
+    "agree": "Your answers (checklist score {score} of 10) also call for a doctor; the photo's suggestion "
+             "was already at least as urgent, so it stands.",
+    "stands": "Your answers (checklist score {score} of 10) did not raise the photo's suggestion; it stands.",
+}
+
+
+def checklist_effect(result: Any) -> str | None:
+    """One sentence on what the answers did to a classify result; ``None`` when none were given."""
+    if not isinstance(result, dict) or not isinstance(result.get("checklist"), dict):
+        return None
+    summary = result["checklist"]
+    recommendation = result.get("recommendation") if isinstance(result.get("recommendation"), dict) else {}
+    level = recommendation.get("level")
+    score = summary.get("score", 0)
+    if recommendation.get("raised_by") == "checklist" and level in RAISED_TO:
+        return EFFECTS["raised"].format(to=RAISED_TO[level], score=score)
+    if summary.get("level") in RAISED_TO:
+        return EFFECTS["agree"].format(score=score)
+    return EFFECTS["stands"].format(score=score)

@@ -1,0 +1,92 @@
+"""A fake network for the fast test tier: the ``Backend`` protocol without TensorFlow.
+
+``FakeBackend`` answers ``(features, probabilities)`` computed from simple image
+statistics (channel means and spreads, quadrant brightness, centre contrast, edge
+energy) through a fixed random projection. It is deterministic, cheap, and
+sensitive to what a real network is sensitive to (colour, layout, rotation), so
+every serving path (decoding, pre-processing, calibration, triage, the HTTP
+contract) runs for real; only the weights are fake. It knows nothing about skin.
+
+A *fake model file* (:func:`write_fake_model`) is a small file with a valid
+manifest, so the model store, sha256 verification and S3 code run unchanged;
+conftest makes :func:`skinscan.backends.load_backend` run such a file on the fake
+backend and any real ``.h5`` on Keras.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from skinscan.imaging import Preprocessing
+from skinscan.labels import LABELS
+from skinscan.manifest import manifest_path_for, new_manifest, write_manifest
+
+FAKE_MAGIC = b"skinscan fake model: no weights, for the fast test tier\n"
+N_FEATURES = 12
+_PROJECTION = np.random.default_rng(13).normal(0.0, 1.0, (N_FEATURES, len(LABELS))).astype(np.float32)
+
+
+def image_statistics(batch: np.ndarray) -> np.ndarray:
+    """``N_FEATURES`` numbers per pre-processed image (``batch``: N x S x S x 3, model units)."""
+    batch = np.asarray(batch, dtype=np.float32)
+    n, size = batch.shape[0], batch.shape[1]
+    half = size // 2
+    luminance = batch.mean(axis=3)
+    quadrants = [luminance[:, :half, :half], luminance[:, :half, half:],
+                 luminance[:, half:, :half], luminance[:, half:, half:]]
+    quarter = size // 4
+    centre = luminance[:, quarter:size - quarter, quarter:size - quarter].mean(axis=(1, 2))
+    edges = np.abs(np.diff(luminance, axis=1)).mean(axis=(1, 2)) + np.abs(np.diff(luminance, axis=2)).mean(axis=(1, 2))
+    columns = [*batch.mean(axis=(1, 2)).T, *batch.std(axis=(1, 2)).T,
+               *[q.mean(axis=(1, 2)) for q in quadrants], centre - luminance.mean(axis=(1, 2)), edges]
+    return np.stack(columns, axis=1).reshape(n, N_FEATURES)
+
+
+class FakeBackend:
+    """Satisfies :class:`skinscan.backends.Backend`: deterministic, no TensorFlow."""
+
+    name = "fake"
+
+    def __init__(self, model_path: str | Path | None = None) -> None:
+        self.model_path = model_path
+        self.calls = 0
+
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self.calls += 1
+        features = image_statistics(batch)
+        logits = 1.5 * features @ _PROJECTION
+        logits -= logits.max(axis=1, keepdims=True)
+        probabilities = np.exp(logits)
+        return features, (probabilities / probabilities.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def is_fake_model(path: str | Path) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(len(FAKE_MAGIC)) == FAKE_MAGIC
+    except OSError:
+        return False
+
+
+def write_fake_model(folder: Path, size: int, name: str = "fixture.h5") -> Path:
+    """A fake model file and its valid manifest (``size`` px input, small photos allowed)."""
+    path = folder / name
+    path.write_bytes(FAKE_MAGIC + bytes(range(256)) * 16)
+    manifest = new_manifest(path, Preprocessing(size).to_dict(), "fixture-random-weights")
+    manifest["quality"]["min_side"] = 16
+    write_manifest(manifest, manifest_path_for(path))
+    return path
+
+
+def fake_manifest(size: int) -> dict[str, Any]:
+    """A manifest for a classifier built straight from :class:`FakeBackend` (no file at all)."""
+    from skinscan.quality import DEFAULT_QUALITY
+    from skinscan.triage import DEFAULT_THRESHOLDS
+
+    return {"format": 1, "name": "skinscan-fake", "version": "fixture-fake-backend", "file": "none",
+            "sha256": "0" * 64, "labels": list(LABELS), "preprocessing": Preprocessing(size).to_dict(),
+            "calibration": {"temperature": 1.0}, "triage": dict(DEFAULT_THRESHOLDS),
+            "quality": {**DEFAULT_QUALITY, "min_side": 16}, "ood": {"method": "none"}}
