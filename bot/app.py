@@ -108,6 +108,12 @@ def build_application(settings: BotSettings, *, with_updater: bool = True,
     return application
 
 
+def configure_logging() -> None:
+    """Plain log lines at SKINSCAN_LOG_LEVEL; never a message's text or photo (see quiet_http_logs)."""
+    logging.basicConfig(level=os.environ.get("SKINSCAN_LOG_LEVEL", "INFO").upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
 def quiet_http_logs() -> None:
     """httpx logs every request URL at INFO, and Bot API URLs contain the bot token."""
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -119,8 +125,6 @@ async def _announce_commands(application: Application) -> None:
 
 def run_polling(token: str, function_url: str) -> None:
     """Run the bot by long polling until Ctrl+C. Blocking; call from the main thread."""
-    from skinscan.logs import configure_logging
-
     configure_logging()
     quiet_http_logs()
     settings = BotSettings.from_env(token, function_url)

@@ -40,7 +40,7 @@ from typing import Any
 from telegram import Update
 from telegram.ext import Application
 
-from bot.app import BotSettings, build_application, quiet_http_logs
+from bot.app import BotSettings, build_application, configure_logging, quiet_http_logs
 from bot.telemetry import observe_delivery
 
 log = logging.getLogger("bot.webhook")
@@ -195,8 +195,6 @@ def default_processor() -> WebhookProcessor:
     global _default
     with _default_lock:
         if _default is None:
-            from skinscan.logs import configure_logging
-
             configure_logging()
             quiet_http_logs()
             token = resolve_secret("TELEGRAM_BOT_TOKEN")

@@ -14,6 +14,7 @@ import functools
 import io
 import os
 from typing import Any
+from urllib.parse import urlencode
 
 from werkzeug.wrappers import Request
 
@@ -48,6 +49,20 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     }
 
 
+def _query_string(event: dict[str, Any]) -> str:
+    """HTTP API v2 and function URLs send ``rawQueryString``; REST (v1) events send only the parsed
+    parameters, which would otherwise lose the checklist answers of a raw ``image/*`` upload."""
+    if event.get("rawQueryString"):
+        return str(event["rawQueryString"])
+    multi = event.get("multiValueQueryStringParameters")
+    single = event.get("queryStringParameters")
+    if isinstance(multi, dict) and multi:
+        return urlencode([(k, v) for k, values in multi.items() for v in (values or [])])
+    if isinstance(single, dict) and single:
+        return urlencode(list(single.items()))
+    return ""
+
+
 def request_from_event(event: dict[str, Any]) -> Request:
     if not isinstance(event, dict):
         raise ValueError("The event is not an HTTP request.")
@@ -69,7 +84,7 @@ def request_from_event(event: dict[str, Any]) -> Request:
     environ = {
         "REQUEST_METHOD": method.upper(),
         "PATH_INFO": event.get("rawPath") or event.get("path") or "/",
-        "QUERY_STRING": event.get("rawQueryString") or "",
+        "QUERY_STRING": _query_string(event),
         "SERVER_NAME": headers.get("host", "lambda"),
         "SERVER_PORT": "443",
         "SERVER_PROTOCOL": "HTTP/1.1",

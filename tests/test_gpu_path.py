@@ -100,7 +100,8 @@ def test_a_limited_pack_keeps_two_view_lesions_whole(folder_and_split, tmp_path)
 
 
 def test_staged_pack_is_what_train_reads_from_its_cache(folder_and_split, tmp_path):
-    from skinscan.training.train import load_cached, validation_subset
+    from skinscan.training.data import camera_first_subset
+    from skinscan.training.train import load_cached
 
     root, split_file = folder_and_split
     build_pack(root, split_file, 32, tmp_path / "pack.npz", workers=1)
@@ -111,7 +112,7 @@ def test_staged_pack_is_what_train_reads_from_its_cache(folder_and_split, tmp_pa
     original = dataset.load_split(split_file, root)
     assert split["train"] == original["train"] and split["val"] == original["val"]  # metadata rebuilt exactly
     by_path = {s.path: i for i, s in enumerate(pack.samples)}
-    for samples in (split["train"], validation_subset(split["val"], 3, 42)):
+    for samples in (split["train"], camera_first_subset(split["val"], 3, 42)):
         pixels = load_cached(data_root, samples, 32, cache)  # would fail if it had to decode a photo
         assert np.array_equal(pixels, pack.pixels[[by_path[s.path] for s in samples]])
 

@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--data", type=Path, default=DEFAULT_DATA)
     train.add_argument("--out", type=Path, required=True)
     train.add_argument("--image-size", type=int, default=160)
-    train.add_argument("--epochs", type=int, default=30)
+    train.add_argument("--epochs", type=int,
+                       help="length of the cosine schedule (default 30; with --resume: the run's own)")
     train.add_argument("--steps-per-epoch", type=int, help="batches per epoch (default: one pass's worth)")
     train.add_argument("--batch-size", type=int, default=32)
     train.add_argument("--learning-rate", type=float, default=2e-3)
@@ -74,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
                            help="malignant referral to reach on validation, for every photo type")
     calibrate.add_argument("--skin-rejection", type=float, default=0.025,
                            help="most validation skin photos of a type that 'not recognised' may reject")
+    calibrate.add_argument("--train-limit", type=int,
+                           help="fit the novelty centroids on at most this many training photos (every camera "
+                                "photo kept), to save time on a CPU")
     calibrate.set_defaults(run=run_calibrate)
 
     compare = commands.add_parser("compare", help="the seed's table: CNN, MobileNet and DenseNet121 trained here")
@@ -185,7 +189,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
     from ..training.calibrate import calibrate
 
     calibrate(args.model, args.data, _split_for(args.model, args.split),
-              referral_target=args.referral_target, skin_rejection=args.skin_rejection)
+              referral_target=args.referral_target, skin_rejection=args.skin_rejection,
+              train_limit=args.train_limit)
     return 0
 
 

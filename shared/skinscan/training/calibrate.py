@@ -103,7 +103,8 @@ def training_summary(model_path: Path) -> dict[str, Any]:
 
 
 def calibrate(model_path: Path, data: Path, split_file: Path, *, referral_target: float = 0.95,
-              skin_rejection: float = 0.025, version: str | None = None) -> dict[str, Any]:
+              skin_rejection: float = 0.025, train_limit: int | None = None,
+              version: str | None = None) -> dict[str, Any]:
     model_path = Path(model_path)
     backend = KerasBackend(model_path)
     preprocessing = Preprocessing(size=backend.input_size)
@@ -115,6 +116,8 @@ def calibrate(model_path: Path, data: Path, split_file: Path, *, referral_target
                                  training=manifest.get("training") or training_summary(model_path)))
     if manifest.get("fast_path", {}).get("derived_from") != manifest["sha256"]:
         manifest.pop("fast_path", None)  # derived from other weights: derive it again after calibrating
+
+    split["train"] = dataset.camera_first_subset(split["train"], train_limit, seed=0)
 
     def scored(part: str):
         samples = split[part]
@@ -158,7 +161,7 @@ def calibrate(model_path: Path, data: Path, split_file: Path, *, referral_target
 
     summary = {
         "fitted_on": {"temperature": "val", "triage": "val", "quality": "train+val",
-                      "novelty_centroids": "train", "novelty_threshold": "val + non-skin tune"},
+                      "novelty_centroids": "train" if not train_limit else f"train (up to {train_limit}, every camera photo)", "novelty_threshold": "val + non-skin tune"},
         "temperature": round(temperature, 4),
         "referral_definition": "urgent or soon, and not rejected as not recognised",
         "referral_target": referral_target,

@@ -148,3 +148,26 @@ def class_counts(samples: list[Sample]) -> dict[str, int]:
 def type_counts(samples: list[Sample]) -> dict[str, int]:
     counts = Counter(s.image_type or "unknown" for s in samples)
     return dict(sorted(counts.items()))
+
+
+def camera_first_subset(samples: list[Sample], limit: int | None, seed: int) -> list[Sample]:
+    """Every camera photo, then dermoscopic photos spread evenly over the classes, up to ``limit``.
+
+    Camera photos are the scarce ones and the ones users send, so a smaller
+    set for per-epoch validation or for fitting rules keeps them all.
+    """
+    if not limit or len(samples) <= limit:
+        return samples
+    camera = [s for s in samples if s.image_type != "dermoscopic"]
+    by_class: dict[int, list[Sample]] = defaultdict(list)
+    for s in samples:
+        if s.image_type == "dermoscopic":
+            by_class[s.label].append(s)
+    per_class = max(1, max(0, limit - len(camera)) // max(1, len(by_class)))
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for label in sorted(by_class):
+        members = by_class[label]
+        picks = rng.choice(len(members), min(per_class, len(members)), replace=False)
+        chosen += [members[i] for i in sorted(picks)]
+    return camera + chosen

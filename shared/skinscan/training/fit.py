@@ -92,13 +92,15 @@ class EpochControl(keras.callbacks.Callback):
 
     def __init__(self, network: keras.Model, total_epochs: int, base_rate: float, warmup: int,
                  validate: Callable[[keras.Model], dict[str, float]], checkpoints: Path,
-                 state: dict[str, Any], time_budget_s: float | None, batches: TrainingBatches) -> None:
+                 state: dict[str, Any], time_budget_s: float | None, batches: TrainingBatches,
+                 fit_to_budget: bool = True) -> None:
         super().__init__()
         self.network, self.total_epochs, self.base_rate, self.warmup = network, total_epochs, base_rate, warmup
         self.validate, self.checkpoints, self.state = validate, Path(checkpoints), state
         self.time_budget_s, self.batches = time_budget_s, batches
         self.started = time.time()
-        self.resumed = bool(state.get("history"))  # a resumed run keeps its schedule
+        self.fit_to_budget = fit_to_budget
+        self.max_epochs = total_epochs
         self.epochs_this_run = 0
         self.state.setdefault("history", [])
         self.state.setdefault("best_score", -1.0)
@@ -129,12 +131,15 @@ class EpochControl(keras.callbacks.Callback):
         elapsed = time.time() - self.started
         self.epochs_this_run += 1
         per_epoch = elapsed / self.epochs_this_run
-        if self.time_budget_s and not self.resumed:
-            # A fresh run shortens its cosine so that it ends, annealed, inside the budget; re-fitted
-            # every epoch with the latest epoch's duration, because other work may share the cores.
-            fits = epoch + 1 + int((self.time_budget_s - elapsed) / max(per_epoch, seconds))
-            if fits < self.total_epochs:
-                self.total_epochs = self.state["total_epochs"] = max(epoch + 2, fits)
+        seconds_with_validation = time.time() - self.epoch_started
+        if self.time_budget_s and self.fit_to_budget:
+            # Fit the cosine into the budget, re-fitted every epoch from the latest epoch's duration
+            # (the first one includes compiling; other work may share the cores). Never longer than
+            # the schedule asked for.
+            fits = min(self.max_epochs,
+                       max(epoch + 2, epoch + 1 + int((self.time_budget_s - elapsed) / seconds_with_validation)))
+            if fits != self.total_epochs:
+                self.total_epochs = self.state["total_epochs"] = fits
                 print(f"time budget: the schedule now ends after epoch {self.total_epochs}", flush=True)
         if epoch + 1 >= self.total_epochs:
             self.model.stop_training = True

@@ -116,7 +116,7 @@ def stage(pack, work: Path, val_limit: int | None, seed: int) -> tuple[Path, Pat
     Returns ``(data_root, split_file, cache_dir)``. The data root holds only
     ``METADATA.csv``: every photo ``train()`` asks for is already in the cache.
     """
-    from .train import validation_subset
+    from .data import camera_first_subset
 
     work = Path(work)
     root, cache = work / "data", work / "cache"
@@ -133,7 +133,7 @@ def stage(pack, work: Path, val_limit: int | None, seed: int) -> tuple[Path, Pat
     split_file.write_text(json.dumps(pack.split, indent=1) + "\n")
     split = dataset.load_split(split_file, root)
     index = {s.path: i for i, s in enumerate(pack.samples)}
-    for samples in (split["train"], validation_subset(split["val"], val_limit, seed)):
+    for samples in (split["train"], camera_first_subset(split["val"], val_limit, seed)):
         np.save(cache_file(cache, samples, pack.size), pack.pixels[[index[s.path] for s in samples]])
     return root, split_file, cache
 

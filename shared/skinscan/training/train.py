@@ -35,7 +35,7 @@ class TrainConfig:
     data: Path
     out: Path
     image_size: int = 160
-    epochs: int = 30
+    epochs: int | None = None  # default 30; on --resume, None keeps the run's own schedule
     steps_per_epoch: int | None = None  # default: one pass over the training photos' count
     batch_size: int = 32
     learning_rate: float = 2e-3
@@ -79,26 +79,6 @@ def load_cached(root: Path, samples: list[dataset.Sample], size: int, cache_dir:
         cache.parent.mkdir(parents=True, exist_ok=True)
         np.save(cache, pixels)
     return pixels
-
-
-def validation_subset(samples: list[dataset.Sample], limit: int | None, seed: int) -> list[dataset.Sample]:
-    """Every camera photo, and dermoscopic photos spread over the classes, up to ``limit``."""
-    if not limit or len(samples) <= limit:
-        return samples
-    camera = [s for s in samples if s.image_type != "dermoscopic"]
-    others = [s for s in samples if s.image_type == "dermoscopic"]
-    room = max(0, limit - len(camera))
-    rng = np.random.default_rng(seed)
-    by_class: dict[int, list[dataset.Sample]] = {}
-    for s in others:
-        by_class.setdefault(s.label, []).append(s)
-    per_class = max(1, room // max(1, len(by_class)))
-    chosen = []
-    for label in sorted(by_class):
-        members = by_class[label]
-        picks = rng.choice(len(members), min(per_class, len(members)), replace=False)
-        chosen += [members[i] for i in sorted(picks)]
-    return camera + chosen
 
 
 def figures_by_type(probabilities: np.ndarray, truth: np.ndarray, types: list[str]) -> dict[str, float]:
@@ -156,7 +136,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         dataset.save_split(split, split_path, config.seed)
 
     train_samples = split["train"]
-    val_samples = validation_subset(split["val"], config.val_limit, config.seed)
+    val_samples = dataset.camera_first_subset(split["val"], config.val_limit, config.seed)
     print(f"{len(train_samples)} training photos {dataset.type_counts(train_samples)}, "
           f"{len(val_samples)} validation photos per epoch, {config.image_size}px", flush=True)
     x_train = load_cached(config.data, train_samples, config.image_size, config.cache_dir)
@@ -183,10 +163,12 @@ def train(config: TrainConfig) -> dict[str, Any]:
     def validate(model) -> dict[str, float]:
         return figures_by_type(model.predict(x_val, batch_size=64, verbose=0), y_val, val_types)
 
-    total = int(state.get("total_epochs", config.epochs))
+    total = int(config.epochs or state.get("total_epochs") or 30)
+    if state and config.epochs:
+        state["total_epochs"] = total  # a resumed run given --epochs follows the new cosine
     control = fit.EpochControl(network, total, config.learning_rate, config.warmup_epochs, validate, checkpoints,
                                state, config.time_budget_minutes * 60 if config.time_budget_minutes else None,
-                               batches)
+                               batches, fit_to_budget=not state or bool(config.epochs))
     trainer.fit(batches, epochs=total, initial_epoch=int(state.get("epoch", 0)), callbacks=[control],
                 verbose=config.verbose)
 
