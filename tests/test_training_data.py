@@ -46,6 +46,15 @@ def test_a_lesion_never_spans_two_splits_and_every_split_has_both_photo_types():
     assert split != stratified_split(two_view_samples(), seed=6)
 
 
+def test_a_warm_start_keeps_every_lesion_its_parent_saw_in_train():
+    samples = two_view_samples()
+    parent_saw = {s.lesion_id for s in samples if s.lesion_id.endswith(("-1", "-2", "-3"))}
+    split = stratified_split(samples, seed=5, train_only=parent_saw)
+    assert parent_saw <= {s.lesion_id for s in split["train"]}
+    held_out = {s.lesion_id for s in split["val"] + split["test"]}
+    assert held_out and not held_out & parent_saw
+
+
 def test_photos_without_a_lesion_id_are_their_own_lesion():
     samples = [Sample(f"{LABELS[c]}/{i}.jpg", c) for c in range(len(LABELS)) for i in range(10)]
     split = stratified_split(samples, seed=1)

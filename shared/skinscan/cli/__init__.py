@@ -45,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--resume", type=Path, metavar="CHECKPOINT",
                        help="continue the run whose checkpoint directory (or a file in it) this is")
     train.add_argument("--weights", type=Path, help="start the DenseNet121 backbone from a local weights file")
+    train.add_argument("--init-model", type=Path, metavar="MODEL.h5",
+                       help="warm start from a trained skinscan model (its split's lesions all go to train)")
     train.add_argument("--split", type=Path, help="reuse (or write) this split file")
     train.add_argument("--cache", type=Path, help="keep the decoded photos here between runs")
     train.add_argument("--pairs", type=int, default=4, help="two-view lesions per batch (0: off)")
@@ -164,7 +166,8 @@ def run_train(args: argparse.Namespace) -> int:
     train(TrainConfig(data=args.data, out=args.out, image_size=args.image_size, epochs=args.epochs,
                       steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
                       learning_rate=args.learning_rate, time_budget_minutes=args.time_budget,
-                      resume=args.resume, weights=args.weights, split_file=args.split, cache_dir=args.cache,
+                      resume=args.resume, weights=args.weights, init_model=args.init_model,
+                      split_file=args.split, cache_dir=args.cache,
                       pairs_per_batch=args.pairs, consistency=args.consistency, class_power=args.class_power,
                       clinical_share=args.clinical_share, val_limit=args.val_limit, seed=args.seed,
                       augmentation=AugmentConfig(style=not args.no_style_augmentation)))

@@ -78,8 +78,8 @@ def discover(root: Path) -> list[Sample]:
     return samples
 
 
-def stratified_split(samples: list[Sample], seed: int = 42,
-                     fractions: tuple[float, float] = (0.15, 0.15)) -> dict[str, list[Sample]]:
+def stratified_split(samples: list[Sample], seed: int = 42, fractions: tuple[float, float] = (0.15, 0.15),
+                     train_only: set[str] | frozenset[str] = frozenset()) -> dict[str, list[Sample]]:
     """Assign whole lesions to splits, stratified by class and by which photo types a lesion has.
 
     Lesions are grouped into strata (majority class x photo types present, e.g.
@@ -103,15 +103,17 @@ def stratified_split(samples: list[Sample], seed: int = 42,
         n = len(groups)
         n_val = max(1, round(n * fractions[0])) if n >= 3 else 0
         n_test = max(1, round(n * fractions[1])) if n >= 3 else 0
+        groups = [g for g in groups if g not in train_only] + [g for g in groups if g in train_only]
         for position, group in enumerate(groups):
-            part = "val" if position < n_val else "test" if position < n_val + n_test else "train"
+            part = ("train" if group in train_only else
+                    "val" if position < n_val else "test" if position < n_val + n_test else "train")
             split[part] += lesions[group]
     return {name: sorted(split[name], key=lambda s: (s.label, s.path)) for name in SPLITS}
 
 
-def save_split(split: dict[str, list[Sample]], path: Path, seed: int) -> None:
+def save_split(split: dict[str, list[Sample]], path: Path, seed: int, note: str | None = None) -> None:
     payload = {"seed": seed, "labels": list(LABELS), "grouped_by": "lesion_id",
-               "stratified_by": ["class", "photo types of the lesion"],
+               "stratified_by": ["class", "photo types of the lesion"], **({"note": note} if note else {}),
                **{name: [s.path for s in split[name]] for name in SPLITS}}
     Path(path).write_text(json.dumps(payload, indent=1) + "\n")
 

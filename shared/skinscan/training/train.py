@@ -54,6 +54,7 @@ class TrainConfig:
     seed: int = 42
     architecture: str = "densenet121"
     weights: Path | None = None
+    init_model: Path | None = None  # warm start: every weight from this trained skinscan .h5
     split_file: Path | None = None
     resume: Path | None = None  # a checkpoint directory (or a file inside it) written by an earlier run
     cache_dir: Path | None = None
@@ -99,6 +100,17 @@ def figures_by_type(probabilities: np.ndarray, truth: np.ndarray, types: list[st
     return result
 
 
+def parent_training_lesions(init_model: Path, samples: list[dataset.Sample]) -> set[str]:
+    """The lesions of every photo the parent model trained or was validated on (from its split file)."""
+    parent_split = Path(init_model).with_name(Path(init_model).stem + ".split.json")
+    if not parent_split.exists():
+        raise FileNotFoundError(f"{parent_split}: a warm start needs the parent's split, or test figures would "
+                                "include photos it trained on")
+    payload = json.loads(parent_split.read_text())
+    seen = set(payload["train"]) | set(payload["val"])
+    return {s.group for s in samples if s.path in seen}
+
+
 def build_network(config: TrainConfig):
     from .architecture import ARCHITECTURES, SEED_PARAMETER_COUNT
 
@@ -132,8 +144,12 @@ def train(config: TrainConfig) -> dict[str, Any]:
     if split_path.exists():
         split = dataset.load_split(split_path, config.data)
     else:
-        split = dataset.stratified_split(dataset.discover(config.data), seed=config.seed)
-        dataset.save_split(split, split_path, config.seed)
+        samples = dataset.discover(config.data)
+        parent_lesions = parent_training_lesions(config.init_model, samples) if config.init_model else set()
+        split = dataset.stratified_split(samples, seed=config.seed, train_only=parent_lesions)
+        note = (f"warm start from {Path(config.init_model).name}: the {len(parent_lesions)} lesions it trained or "
+                "validated on are all in train" if config.init_model else None)
+        dataset.save_split(split, split_path, config.seed, note)
 
     train_samples = split["train"]
     val_samples = dataset.camera_first_subset(split["val"], config.val_limit, config.seed)
@@ -154,6 +170,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
                                   use_multiprocessing=False, max_queue_size=8)
 
     network = build_network(config)
+    if config.init_model and not state:
+        network.set_weights(keras.models.load_model(config.init_model, compile=False).get_weights())
+        print(f"warm start: every weight from {config.init_model}", flush=True)
     if state:
         network.load_weights(checkpoints / "last.weights.h5")
         print(f"resumed from {checkpoints} after epoch {state['epoch']} of {state['total_epochs']}", flush=True)
