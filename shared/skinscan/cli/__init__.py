@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes.add_argument("--data", type=Path, default=DEFAULT_DATA)
     sizes.add_argument("--split", type=Path, help="split file (default: the one beside the model)")
     sizes.add_argument("--sizes", type=int, nargs="+", default=[128, 144, 160])
+    sizes.add_argument("--limit", type=int, help="at most this many validation photos (every camera photo kept)")
     sizes.add_argument("--out", type=Path, help="save the model at the best size here (then calibrate it)")
     sizes.set_defaults(run=run_input_size)
 
@@ -212,7 +213,7 @@ def run_compare(args: argparse.Namespace) -> int:
 def run_input_size(args: argparse.Namespace) -> int:
     from ..training.sizes import compare_sizes, save_at_size
 
-    rows = compare_sizes(args.model, args.data, _split_for(args.model, args.split), args.sizes)
+    rows = compare_sizes(args.model, args.data, _split_for(args.model, args.split), args.sizes, args.limit)
     best = max(rows, key=lambda row: (row["score"], -row["size"]))
     print(f"best on validation: {best['size']} px (score {best['score']:.4f})")
     if args.out:

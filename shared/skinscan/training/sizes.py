@@ -20,11 +20,12 @@ from .architecture import with_input_size
 from .train import figures_by_type
 
 
-def compare_sizes(model_path: Path, data: Path, split_file: Path, sizes: list[int]) -> list[dict[str, Any]]:
+def compare_sizes(model_path: Path, data: Path, split_file: Path, sizes: list[int],
+                  limit: int | None = None) -> list[dict[str, Any]]:
     import keras
 
     model = keras.models.load_model(model_path, compile=False)
-    samples = dataset.load_split(split_file, data)["val"]
+    samples = dataset.camera_first_subset(dataset.load_split(split_file, data)["val"], limit, seed=0)
     labels = np.array([s.label for s in samples])
     types = [s.image_type for s in samples]
     rows = []
