@@ -11,6 +11,7 @@ engine), with hadolint when it is installed.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import importlib
 import importlib.util
 import json
@@ -584,27 +585,27 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
     return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line else "") for line in lines]
 
 
-def docker_context() -> set[str]:
+@functools.cache
+def docker_context() -> frozenset[str]:
     """The repository files BuildKit sends for infra/Dockerfile: its .dockerignore applied (last
     matching rule wins; a rule matching a folder covers what is inside)."""
     ignore = (REPO / "infra" / "Dockerfile.dockerignore").read_text().splitlines()
     rules = [line.strip() for line in ignore if line.strip() and not line.strip().startswith("#")]
     skip = {".git", ".venv", "node_modules", ".serverless"}
     context = set()
-    for path in REPO.rglob("*"):
-        relative = path.relative_to(REPO)
-        if not path.is_file() or skip & set(relative.parts):
-            continue
-        name = relative.as_posix()
-        ancestors = ["/".join(relative.parts[:i]) for i in range(1, len(relative.parts) + 1)]
-        excluded = False
-        for rule in rules:
-            pattern = rule.lstrip("!").rstrip("/")
-            if any(fnmatch.fnmatchcase(a, pattern) for a in ancestors):
-                excluded = not rule.startswith("!")
-        if not excluded:
-            context.add(name)
-    return context
+    for folder, subfolders, files in os.walk(REPO):
+        subfolders[:] = [name for name in subfolders if name not in skip]  # never walk a venv or node_modules
+        for file_name in files:
+            relative = (Path(folder) / file_name).relative_to(REPO)
+            ancestors = ["/".join(relative.parts[:i]) for i in range(1, len(relative.parts) + 1)]
+            excluded = False
+            for rule in rules:
+                pattern = rule.lstrip("!").rstrip("/")
+                if any(fnmatch.fnmatchcase(a, pattern) for a in ancestors):
+                    excluded = not rule.startswith("!")
+            if not excluded:
+                context.add(relative.as_posix())
+    return frozenset(context)
 
 
 def test_dockerfile_builds_on_the_lambda_python_image():

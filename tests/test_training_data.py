@@ -55,6 +55,16 @@ def test_a_warm_start_keeps_every_lesion_its_parent_saw_in_train():
     assert held_out and not held_out & parent_saw
 
 
+def test_a_class_the_parent_nearly_used_up_still_reaches_validation_and_test():
+    # 20 Tinea lesions, 16 of them seen by the parent: the 4 left are shared, not all given to validation.
+    samples = two_view_samples(lesions_per_class=20)
+    parent_saw = {s.lesion_id for s in samples if s.label == TINEA and int(s.lesion_id.split("-")[1]) < 16}
+    split = stratified_split(samples, seed=5, train_only=parent_saw)
+    tinea = {name: {s.lesion_id for s in part if s.label == TINEA} for name, part in split.items()}
+    assert len(tinea["val"]) == 2 and len(tinea["test"]) == 2
+    assert tinea["train"] == parent_saw
+
+
 def test_photos_without_a_lesion_id_are_their_own_lesion():
     samples = [Sample(f"{LABELS[c]}/{i}.jpg", c) for c in range(len(LABELS)) for i in range(10)]
     split = stratified_split(samples, seed=1)

@@ -139,7 +139,7 @@ def calibrate(model_path: Path, data: Path, split_file: Path, *, referral_target
     type_masks = [m for m in type_masks if m.any()] or [np.ones(len(y_val), dtype=bool)]
 
     best = None
-    for dims in (8, 16, 32, 64, 128):
+    for dims in (8, 16, 32, 64, 128, 256):
         spec = novelty.fit(train.features, y_train, len(LABELS), dims=dims)
         scorer = novelty.NoveltyScorer(spec)
         val_scores = scorer.score(val.features)

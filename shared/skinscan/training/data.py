@@ -103,7 +103,13 @@ def stratified_split(samples: list[Sample], seed: int = 42, fractions: tuple[flo
         n = len(groups)
         n_val = max(1, round(n * fractions[0])) if n >= 3 else 0
         n_test = max(1, round(n * fractions[1])) if n >= 3 else 0
-        groups = [g for g in groups if g not in train_only] + [g for g in groups if g in train_only]
+        free = [g for g in groups if g not in train_only]
+        if 0 < len(free) < n_val + n_test:
+            # Lesions held in train (a warm start's) left too few for both: share the rest, so that
+            # no class vanishes from test while validation keeps all of it.
+            n_val = round(len(free) * fractions[0] / sum(fractions))
+            n_test = len(free) - n_val
+        groups = free + [g for g in groups if g in train_only]
         for position, group in enumerate(groups):
             part = ("train" if group in train_only else
                     "val" if position < n_val else "test" if position < n_val + n_test else "train")

@@ -12,7 +12,7 @@ lesion id, photo type, source and skin tone class, plus the split file itself.
 The GPU side decodes the pack once into memory (:func:`read_pack`, threads)::
 
     python -m skinscan.training.pack --data ../shared/data/skin9 \\
-        --split runs/v2/skinscan-densenet121.split.json --size 128 --out runs/gpu/pack.npz
+        --split shared/skinscan/models/skinscan-densenet121.split.json --size 128 --out runs/gpu/pack.npz
 
 The file is a plain compressed ``.npz`` (no pickles): ``blob`` (every encoded photo, end
 to end), ``offsets``, and one array per field.
