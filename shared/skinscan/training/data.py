@@ -105,8 +105,8 @@ def stratified_split(samples: list[Sample], seed: int = 42, fractions: tuple[flo
         n_test = max(1, round(n * fractions[1])) if n >= 3 else 0
         free = [g for g in groups if g not in train_only]
         if 0 < len(free) < n_val + n_test:
-            # Lesions held in train (a warm start's) left too few for both: share the rest, so that
-            # no class vanishes from test while validation keeps all of it.
+            # Lesions held in train (a warm start's) left too few for both: share the rest between
+            # validation and test instead of giving validation all of it and test none.
             n_val = round(len(free) * fractions[0] / sum(fractions))
             n_test = len(free) - n_val
         groups = free + [g for g in groups if g in train_only]
