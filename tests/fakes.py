@@ -89,4 +89,11 @@ def fake_manifest(size: int) -> dict[str, Any]:
     return {"format": 1, "name": "skinscan-fake", "version": "fixture-fake-backend", "file": "none",
             "sha256": "0" * 64, "labels": list(LABELS), "preprocessing": Preprocessing(size).to_dict(),
             "calibration": {"temperature": 1.0}, "triage": dict(DEFAULT_THRESHOLDS),
-            "quality": {**DEFAULT_QUALITY, "min_side": 16}, "ood": {"method": "none"}}
+            "quality": {**DEFAULT_QUALITY, "min_side": 16}, "ood": {"method": "none"},
+            # Reddish photos count as dermoscopic, so responses carry both photo types; the
+            # thresholds equal the shared one, so no other test's triage changes.
+            "photo_type": {"method": "fisher-discriminant", "weights": [1.0] + [0.0] * (N_FEATURES - 1),
+                           "bias": 0.0, "cut": 0.0}} | {
+        "triage": {**DEFAULT_THRESHOLDS, "urgent_malignant_probability_by_photo_type": {
+            "clinical": DEFAULT_THRESHOLDS["urgent_malignant_probability"],
+            "dermoscopic": DEFAULT_THRESHOLDS["urgent_malignant_probability"]}}}

@@ -19,6 +19,7 @@ from .labels import DESCRIPTIONS, LABELS
 from .manifest import manifest_path_for, read_manifest
 from .metrics import softmax_with_temperature
 from .novelty import NoveltyScorer
+from .phototype import PhotoTypeScorer
 
 TOP_K = 4
 
@@ -32,6 +33,7 @@ class Classifier:
         self.thresholds = {**triage.DEFAULT_THRESHOLDS, **manifest["triage"]}
         self.quality_rules = {**quality.DEFAULT_QUALITY, **manifest.get("quality", {})}
         self.novelty = NoveltyScorer(manifest["ood"]) if manifest["ood"].get("projection") else None
+        self.photo_type = PhotoTypeScorer(manifest["photo_type"]) if manifest.get("photo_type") else None
 
     @classmethod
     def load(cls, model_path: str | Path, manifest: dict[str, Any] | None = None,
@@ -61,12 +63,12 @@ class Classifier:
         result = self.classify_image(decode(data, draft_size=max(2 * self.preprocessing.size, 512)))
         return checklist.apply(result, answers) if answers else result
 
-    def probabilities(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Calibrated probabilities and novelty scores for a pre-processed batch."""
-        features, raw = self.backend.run(batch)
-        calibrated = softmax_with_temperature(raw, self.temperature)
-        novelty = self.novelty.score(features) if self.novelty else np.zeros(len(raw))
-        return calibrated, novelty
+    def photo_types(self, features: np.ndarray) -> list[str | None]:
+        """Camera (``clinical``) or ``dermoscopic`` per photo; None where the manifest has no rule."""
+        return self.photo_type.kinds(features) if self.photo_type else [None] * len(features)
+
+    def thresholds_for(self, photo_type: str | None) -> dict[str, Any]:
+        return triage.thresholds_for(self.thresholds, photo_type)
 
     def rejected(self, figures: list[dict[str, float]], features: np.ndarray) -> np.ndarray:
         """Which photos are "not recognised": unusable by the quality rules, or novel features."""
@@ -77,25 +79,30 @@ class Classifier:
     def classify_image(self, image: Image.Image) -> dict[str, Any]:
         problem = quality.problem(quality.measure(image), self.quality_rules)
         if problem is None:
-            calibrated, novelty = self.probabilities(to_model_input(image, self.preprocessing))
-            if self.novelty and novelty[0] > self.novelty.threshold:
+            features, raw = self.backend.run(to_model_input(image, self.preprocessing))
+            if self.novelty and self.novelty.is_novel(features)[0]:
                 problem = "not_skin"
         if problem is not None:
             return {"status": "not_recognised", "predictions": [],
                     "recommendation": triage.retake(problem),
                     "disclaimer": triage.DISCLAIMER, "model": self.model_info}
-        return self.result_from_probabilities(calibrated[0])
+        calibrated = softmax_with_temperature(raw, self.temperature)
+        return self.result_from_probabilities(calibrated[0], self.photo_types(features)[0])
 
-    def result_from_probabilities(self, probabilities: np.ndarray) -> dict[str, Any]:
+    def result_from_probabilities(self, probabilities: np.ndarray,
+                                  photo_type: str | None = None) -> dict[str, Any]:
         by_label = {label: float(p) for label, p in zip(LABELS, probabilities)}
         order = np.argsort(-probabilities)[:TOP_K]
         top = LABELS[order[0]]
-        return {
+        result = {
             "status": "ok",
             "predictions": [{"label": LABELS[i], "probability": round(float(probabilities[i]), 4)}
                             for i in order],
-            "recommendation": triage.recommend(by_label, self.thresholds),
+            "recommendation": triage.recommend(by_label, self.thresholds_for(photo_type)),
             "top_condition": {"label": top, "description": DESCRIPTIONS[top]},
             "disclaimer": triage.DISCLAIMER,
             "model": self.model_info,
         }
+        if photo_type:
+            result["photo_type"] = photo_type
+        return result

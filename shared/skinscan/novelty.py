@@ -6,6 +6,12 @@ the photo's pooled DenseNet features lie from every class's training
 centroid, in a whitened subspace of the within-class covariance (a
 Mahalanobis distance). Photos farther than the calibrated threshold are
 reported as not recognised.
+
+Distance alone lets through everyday photos that share a dermoscopic
+image's layout (a coffee cup seen from above, a retina). Where calibration
+finds it pays on held-out non-skin photos, a second rule is added: a linear
+"skin or not" direction fitted on skin photos against the ``tune`` non-skin
+photos. A photo is not recognised when either rule says so.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
+from .linear import fisher_discriminant, linear_score
 
 
 def fit(features: np.ndarray, labels: np.ndarray, n_classes: int, dims: int = 32,
@@ -35,6 +43,13 @@ def fit(features: np.ndarray, labels: np.ndarray, n_classes: int, dims: int = 32
     }
 
 
+def fit_discriminant(skin_features: np.ndarray, non_skin_features: np.ndarray) -> dict[str, Any]:
+    """The "skin or not" direction: skin photos score about -1, the non-skin examples +1."""
+    features = np.concatenate([skin_features, non_skin_features])
+    is_non_skin = np.r_[np.zeros(len(skin_features), dtype=bool), np.ones(len(non_skin_features), dtype=bool)]
+    return fisher_discriminant(features, is_non_skin)
+
+
 class NoveltyScorer:
     """Scores features; higher means less like the training photos."""
 
@@ -42,11 +57,21 @@ class NoveltyScorer:
         self.projection = np.asarray(spec["projection"], dtype=np.float32)
         self.centroids = np.asarray(spec["centroids"], dtype=np.float32)
         self.threshold = float(spec.get("threshold", np.inf))
+        self.discriminant = spec.get("discriminant")
 
     def score(self, features: np.ndarray) -> np.ndarray:
         projected = np.atleast_2d(features).astype(np.float32) @ self.projection.T
         distances = ((projected[:, None, :] - self.centroids[None]) ** 2).mean(axis=2)
         return distances.min(axis=1)
 
+    def non_skin_score(self, features: np.ndarray) -> np.ndarray:
+        """The discriminant's score (higher: less like skin); -inf everywhere without one."""
+        if not self.discriminant:
+            return np.full(len(np.atleast_2d(features)), -np.inf)
+        return linear_score(self.discriminant, features)
+
     def is_novel(self, features: np.ndarray) -> np.ndarray:
-        return self.score(features) > self.threshold
+        novel = self.score(features) > self.threshold
+        if self.discriminant:
+            novel |= self.non_skin_score(features) > float(self.discriminant["threshold"])
+        return novel

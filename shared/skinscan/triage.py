@@ -49,6 +49,21 @@ DEFAULT_THRESHOLDS = {"urgent_malignant_probability": 0.25, "soon_risk_probabili
 UNSURE = " The model is not sure about this photo, so if you are in any doubt, show the spot to a doctor."
 
 
+BY_PHOTO_TYPE = "urgent_malignant_probability_by_photo_type"
+
+
+def thresholds_for(thresholds: dict[str, Any], photo_type: str | None) -> dict[str, Any]:
+    """The rules for one photo: its photo type's urgent threshold where calibration set one.
+
+    Without a photo type (or a threshold for it) the shared threshold applies, which
+    calibration sets to meet the referral target on every photo type at once.
+    """
+    by_type = thresholds.get(BY_PHOTO_TYPE) or {}
+    if photo_type in by_type:
+        return {**thresholds, "urgent_malignant_probability": float(by_type[photo_type])}
+    return thresholds
+
+
 def recommend(probabilities: dict[str, float], thresholds: dict[str, Any]) -> dict[str, Any]:
     """Triage for a recognised photo. ``probabilities`` maps every label to its probability."""
     top_label = max(probabilities, key=probabilities.get)

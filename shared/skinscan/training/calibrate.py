@@ -2,10 +2,11 @@
 
 * temperature scaling, fitted on the validation split, so probabilities are honest;
 * the quality bounds, set just below what real skin photos show;
-* the novelty rule: the feature subspace size and distance threshold that
-  reject the most ``tune`` non-skin photos while rejecting at most the given
-  share of validation skin photos *of each photo type* (camera photos are
-  in-distribution too, and users send camera photos);
+* the "not recognised" rule (:mod:`.recognition`): the subspace size, and whether a
+  skin/non-skin discriminant joins the distance, chosen on the ``tune`` non-skin photos,
+  with thresholds rejecting at most the given share of validation skin photos *of each
+  photo type* (camera photos are in-distribution too, and users send camera photos);
+* the photo-type rule (:mod:`skinscan.phototype`) and an urgent threshold per photo type;
 * the malignant-escalation threshold: the highest one that still refers the
   target share of validation melanomas and carcinomas (urgent or soon) for
   camera *and* dermoscopic photos, with :mod:`.referral`'s definition
@@ -26,13 +27,13 @@ from typing import Any
 import numpy as np
 
 from . import data as dataset
-from .. import novelty, quality, triage
+from .. import novelty, phototype, quality, triage
 from ..backends import KerasBackend
 from ..imaging import Preprocessing
 from ..labels import LABELS
 from ..manifest import manifest_path_for, new_manifest, read_manifest, write_manifest
 from ..metrics import fit_temperature, softmax_with_temperature
-from . import referral
+from . import recognition, referral
 from .negatives import non_skin_images
 from .scoring import load_images, score
 
@@ -67,6 +68,59 @@ def choose_urgent_threshold(table: list[dict[str, Any]], target: float) -> float
         if min(rates) >= target:
             return row["threshold"]
     return float(THRESHOLD_GRID[-1])
+
+
+def referral_counts(probabilities: np.ndarray, truth: np.ndarray, rejected: np.ndarray,
+                    types: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Malignant and benign photos referred at every grid threshold, per true photo type: (grid, types)."""
+    kinds = np.array(types)
+    malignant, benign = np.isin(truth, referral.MALIGNANT_IDS), np.isin(truth, referral.BENIGN_IDS)
+    counts = np.zeros((2, len(THRESHOLD_GRID), len(dataset.PHOTO_TYPES)), dtype=int)
+    for row, threshold in enumerate(THRESHOLD_GRID):
+        rules = {**triage.DEFAULT_THRESHOLDS, "urgent_malignant_probability": float(threshold)}
+        is_referred = referral.referred(referral.levels(probabilities, rules), rejected)
+        for column, kind in enumerate(dataset.PHOTO_TYPES):
+            counts[0, row, column] = np.sum(is_referred & malignant & (kinds == kind))
+            counts[1, row, column] = np.sum(is_referred & benign & (kinds == kind))
+    return counts[0], counts[1]
+
+
+def choose_thresholds_by_photo_type(probabilities: np.ndarray, truth: np.ndarray, rejected: np.ndarray,
+                                    true_types: list[str], predicted_types: list[str],
+                                    target: float) -> dict[str, Any] | None:
+    """One urgent threshold per *predicted* photo type, meeting the target on every *true* type.
+
+    Every pair of grid thresholds is tried; among the pairs that refer at least ``target`` of the
+    malignant photos of each true type (the photo-type rule's mistakes included), the one that
+    refers the fewest benign photos wins, then the higher thresholds. None if no pair does.
+    """
+    true_kinds, predicted = np.array(true_types), np.array(predicted_types)
+    malignant, benign = np.isin(truth, referral.MALIGNANT_IDS), np.isin(truth, referral.BENIGN_IDS)
+    malignant_totals = np.array([np.sum(malignant & (true_kinds == k)) for k in dataset.PHOTO_TYPES])
+    benign_totals = np.array([np.sum(benign & (true_kinds == k)) for k in dataset.PHOTO_TYPES])
+    empty = np.zeros((len(THRESHOLD_GRID), len(dataset.PHOTO_TYPES)), dtype=int)
+    counted = []
+    for kind in dataset.PHOTO_TYPES:  # clinical first, then dermoscopic
+        members = predicted == kind
+        counted.append(referral_counts(probabilities[members], truth[members], rejected[members],
+                                       list(true_kinds[members])) if members.any() else (empty, empty))
+    # Indexed (clinical threshold, dermoscopic threshold, true photo type).
+    malignant_referred = counted[0][0][:, None, :] + counted[1][0][None, :, :]
+    benign_referred = counted[0][1][:, None, :] + counted[1][1][None, :, :]
+    present = malignant_totals > 0
+    feasible = np.all(malignant_referred[..., present] / malignant_totals[present] >= target, axis=2)
+    if not feasible.any():
+        return None
+    grid = np.asarray(THRESHOLD_GRID)
+    _, _, i, j = min((benign_referred[i, j].sum(), -grid[i] - grid[j], i, j) for i, j in zip(*np.nonzero(feasible)))
+
+    def rates(referred: np.ndarray, totals: np.ndarray) -> dict[str, float]:
+        return {kind: round(float(n / total), 4) for kind, n, total in zip(dataset.PHOTO_TYPES, referred, totals)
+                if total}
+
+    return {"thresholds": {"clinical": float(grid[i]), "dermoscopic": float(grid[j])},
+            "malignant_referral": rates(malignant_referred[i, j], malignant_totals),
+            "benign_referral": rates(benign_referred[i, j], benign_totals)}
 
 
 def quality_bounds(figures: list[dict[str, float]]) -> dict[str, float]:
@@ -125,9 +179,10 @@ def calibrate(model_path: Path, data: Path, split_file: Path, *, referral_target
         return result, np.array([s.label for s in samples]), [s.image_type for s in samples]
 
     print("scoring training, validation and non-skin (tune) photos", flush=True)
-    train, y_train, _ = scored("train")
+    train, y_train, train_types = scored("train")
     val, y_val, val_types = scored("val")
-    negatives = score(backend, preprocessing, (image for _, image in non_skin_images("tune")))
+    tune_photos = non_skin_images("tune")
+    negatives = score(backend, preprocessing, (image for _, image in tune_photos))
 
     temperature = fit_temperature(y_val, val.raw)
     val_probabilities = softmax_with_temperature(val.raw, temperature)
@@ -138,26 +193,34 @@ def calibrate(model_path: Path, data: Path, split_file: Path, *, referral_target
     type_masks = [np.array([t == kind for t in val_types]) for kind in dataset.PHOTO_TYPES]
     type_masks = [m for m in type_masks if m.any()] or [np.ones(len(y_val), dtype=bool)]
 
-    best = None
-    for dims in (8, 16, 32, 64, 128, 256):
-        spec = novelty.fit(train.features, y_train, len(LABELS), dims=dims)
-        scorer = novelty.NoveltyScorer(spec)
-        val_scores = scorer.score(val.features)
-        # The loosest of the per-type cut-offs, so no photo type loses more than its share.
-        threshold = max(float(np.quantile(val_scores[m & ~skin_problems] if (m & ~skin_problems).any()
-                                          else val_scores[m], 1 - skin_rejection)) for m in type_masks)
-        rejected = negative_problems | (scorer.score(negatives.features) > threshold)
-        candidate = (float(rejected.mean()), -dims, {**spec, "threshold": round(threshold, 5), "dims": dims})
-        print(f"novelty dims {dims:3d}: tune non-skin rejected {candidate[0]:.3f}", flush=True)
-        if best is None or candidate[:2] > best[:2]:
-            best = candidate
-    ood = best[2]
-    skin_rejected = skin_problems | (novelty.NoveltyScorer(ood).score(val.features) > ood["threshold"])
+    usable_by_type = [m & ~skin_problems if (m & ~skin_problems).any() else m for m in type_masks]
+    ood, tune_figures = recognition.choose_rule(train.features, y_train, len(LABELS), val.features, usable_by_type,
+                                                negatives.features, [name for name, _ in tune_photos],
+                                                negative_problems, skin_rejection)
+    skin_rejected = skin_problems | novelty.NoveltyScorer(ood).is_novel(val.features)
 
     table = threshold_table(val_probabilities, y_val, skin_rejected, val_types)
     urgent = choose_urgent_threshold(table, referral_target)
     thresholds = {**triage.DEFAULT_THRESHOLDS, "urgent_malignant_probability": urgent}
     chosen = next(row for row in table if row["threshold"] == urgent)
+
+    photo_type_rule, by_type, val_predicted = None, None, []
+    is_dermoscopic = np.array([t == phototype.DERMOSCOPIC for t in train_types])
+    if is_dermoscopic.any() and not is_dermoscopic.all():
+        photo_type_rule = phototype.fit(train.features, is_dermoscopic)
+        val_predicted = phototype.PhotoTypeScorer(photo_type_rule).kinds(val.features)
+        by_type = choose_thresholds_by_photo_type(val_probabilities, y_val, skin_rejected, val_types,
+                                                  val_predicted, referral_target)
+    if by_type:
+        thresholds[triage.BY_PHOTO_TYPE] = by_type["thresholds"]
+    photo_type_summary = {
+        "rule": "Fisher discriminant on pooled features, fitted on train" if photo_type_rule else
+                "none: the training photos are of one type",
+        "val_recognised_as_own_type": {kind: round(float(np.mean([p == kind for p, t in zip(val_predicted, val_types)
+                                                                   if t == kind])), 4)
+                                       for kind in dataset.PHOTO_TYPES if kind in val_types and val_predicted},
+        "urgent_thresholds": by_type,
+    }
 
     summary = {
         "fitted_on": {"temperature": "val", "triage": "val", "quality": "train+val",
@@ -165,13 +228,19 @@ def calibrate(model_path: Path, data: Path, split_file: Path, *, referral_target
         "temperature": round(temperature, 4),
         "referral_definition": "urgent or soon, and not rejected as not recognised",
         "referral_target": referral_target,
-        "urgent_threshold_rule": "highest threshold meeting the target on every photo type",
+        "urgent_threshold_rule": "shared threshold: the highest meeting the target on every photo type; "
+                                 "per predicted photo type: the pair meeting it on every true type with "
+                                 "the fewest benign referrals",
+        "photo_type": photo_type_summary,
         "val_referral": chosen,
         "val_skin_rejected": {
             "all": float(skin_rejected.mean()),
             **{kind: float(skin_rejected[np.array([t == kind for t in val_types])].mean())
                for kind in dataset.PHOTO_TYPES if kind in val_types}},
-        "tune_non_skin_rejected": best[0],
+        "tune_non_skin_rejected": max(tune_figures.values()),
+        "not_recognised_candidates": tune_figures,
+        "not_recognised_rule": f"distance in a {ood['dims']}-dimension subspace"
+                               + (" or the skin/non-skin discriminant" if "discriminant" in ood else ""),
         "threshold_table": [row for row in table if row["threshold"] in (0.5, 0.4, 0.3, 0.25, 0.2, 0.15, 0.1,
                                                                            0.075, 0.05, 0.025, urgent)],
         "calibrated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -182,6 +251,10 @@ def calibrate(model_path: Path, data: Path, split_file: Path, *, referral_target
         "quality": rules,
         "ood": ood,
     })
+    if by_type:
+        manifest["photo_type"] = photo_type_rule
+    else:
+        manifest.pop("photo_type", None)
     write_manifest(manifest, manifest_file)
     model_path.with_name(model_path.stem + ".calibration.json").write_text(
         json.dumps({**summary, "threshold_table": table}, indent=1) + "\n")

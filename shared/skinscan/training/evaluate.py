@@ -63,7 +63,8 @@ def evaluate(model_path: Path, data: Path, split_file: Path | None = None, part:
     probabilities = softmax_with_temperature(skin.raw, classifier.temperature)
 
     rejected = classifier.rejected(skin.figures, skin.features)
-    levels = referral.levels(probabilities, classifier.thresholds)
+    photo_types = classifier.photo_types(skin.features)
+    levels = referral.levels(probabilities, [classifier.thresholds_for(kind) for kind in photo_types])
     is_referred = referral.referred(levels, rejected)
 
     report = group_report(truth, probabilities, is_referred, rejected)
@@ -73,6 +74,10 @@ def evaluate(model_path: Path, data: Path, split_file: Path | None = None, part:
         groups[kind] = np.array([s.image_type == kind for s in samples])
     for tone in sorted({s.skin_tone for s in samples if s.skin_tone is not None}):
         groups[f"skin_tone_{tone}"] = np.array([s.skin_tone == tone for s in samples])
+    if classifier.photo_type:
+        report["photo_type_recognised"] = {
+            kind: float(np.mean([p == kind for p, m in zip(photo_types, members) if m]))
+            for kind, members in groups.items() if kind in dataset.PHOTO_TYPES and members.any()}
     report["by_group"] = {name: group_report(truth[members], probabilities[members], is_referred[members],
                                              rejected[members])
                           for name, members in groups.items() if members.any()}
@@ -111,6 +116,9 @@ def text_report(report: dict[str, Any]) -> str:
         f"ECE (calibrated)    {report['expected_calibration_error']:.3f}   "
         f"(uncalibrated {report['expected_calibration_error_uncalibrated']:.3f})",
         f"non-skin rejected   {report['non_skin_rejected']:.3f}   ({report['non_skin_count']} test negatives)",
+        *(["photo type told right: " + ", ".join(f"{kind} {share:.3f}" for kind, share in
+                                                    report["photo_type_recognised"].items())]
+          if "photo_type_recognised" in report else []),
         "referral: Melanoma + SCC (malignant) or benign classes sent to urgent/soon; rejected = not referred",
         "",
         f"{'photos':16s} {'n':>5s} {'top-1':>6s} {'bal.':>6s} {'top-4':>6s} {'malig.':>6s} {'benign':>6s} "

@@ -9,7 +9,7 @@ the hard photos.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -20,9 +20,11 @@ MALIGNANT_IDS = [LABELS.index(label) for label in MALIGNANT]
 BENIGN_IDS = [LABELS.index(label) for label in BENIGN]
 
 
-def levels(probabilities: np.ndarray, thresholds: dict[str, Any]) -> np.ndarray:
-    """The triage level of every recognised photo's probabilities."""
-    return np.array([recommend(dict(zip(LABELS, map(float, p))), thresholds)["level"] for p in probabilities])
+def levels(probabilities: np.ndarray, thresholds: dict[str, Any] | Sequence[dict[str, Any]]) -> np.ndarray:
+    """The triage level of every photo's probabilities: one set of rules for all, or one per photo."""
+    per_photo = [thresholds] * len(probabilities) if isinstance(thresholds, dict) else list(thresholds)
+    return np.array([recommend(dict(zip(LABELS, map(float, p))), rules)["level"]
+                     for p, rules in zip(probabilities, per_photo, strict=True)])
 
 
 def referred(photo_levels: np.ndarray, rejected: np.ndarray) -> np.ndarray:
