@@ -11,6 +11,7 @@ from conftest import SKIN9, needs_skin9
 from skinscan.labels import LABELS
 from skinscan.manifest import manifest_path_for, read_manifest, sha256_file
 from skinscan.store import SHIPPED_MODEL
+from skinscan.triage import BY_PHOTO_TYPE
 
 CARD_FIGURES = SHIPPED_MODEL.with_name(SHIPPED_MODEL.stem + ".evaluation.json")
 TOLERANCE = 0.02
@@ -38,6 +39,15 @@ def test_the_shipped_model_was_trained_and_calibrated_not_left_at_random_weights
     assert manifest["calibration"]["summary"]["fitted_on"]["temperature"] == "val"
     figures = json.loads(CARD_FIGURES.read_text())
     assert figures["top1_accuracy"] > 0.3  # random weights score ~0.11 on nine classes
+
+
+def test_the_shipped_triage_has_a_threshold_per_photo_type_that_met_the_referral_target_on_validation():
+    manifest = read_manifest(manifest_path_for(SHIPPED_MODEL))
+    summary = manifest["calibration"]["summary"]
+    chosen = summary["photo_type"]["urgent_thresholds"]
+    assert manifest["triage"][BY_PHOTO_TYPE] == chosen["thresholds"]
+    assert set(chosen["thresholds"]) == {"clinical", "dermoscopic"} and manifest["photo_type"]["weights"]
+    assert min(chosen["malignant_referral"].values()) >= summary["referral_target"] >= 0.95
 
 
 @pytest.mark.slow
