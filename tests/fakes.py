@@ -84,16 +84,15 @@ def write_fake_model(folder: Path, size: int, name: str = "fixture.h5") -> Path:
 def fake_manifest(size: int) -> dict[str, Any]:
     """A manifest for a classifier built straight from :class:`FakeBackend` (no file at all)."""
     from skinscan.quality import DEFAULT_QUALITY
-    from skinscan.triage import DEFAULT_THRESHOLDS
+    from skinscan.triage import BY_PHOTO_TYPE, DEFAULT_THRESHOLDS
 
     return {"format": 1, "name": "skinscan-fake", "version": "fixture-fake-backend", "file": "none",
             "sha256": "0" * 64, "labels": list(LABELS), "preprocessing": Preprocessing(size).to_dict(),
-            "calibration": {"temperature": 1.0}, "triage": dict(DEFAULT_THRESHOLDS),
+            "calibration": {"temperature": 1.0},
+            # The per-type thresholds equal the shared one, so no other test's triage changes.
+            "triage": {**DEFAULT_THRESHOLDS, BY_PHOTO_TYPE: {
+                kind: DEFAULT_THRESHOLDS["urgent_malignant_probability"] for kind in ("clinical", "dermoscopic")}},
             "quality": {**DEFAULT_QUALITY, "min_side": 16}, "ood": {"method": "none"},
-            # Reddish photos count as dermoscopic, so responses carry both photo types; the
-            # thresholds equal the shared one, so no other test's triage changes.
+            # Reddish photos count as dermoscopic, so responses carry both photo types.
             "photo_type": {"method": "fisher-discriminant", "weights": [1.0] + [0.0] * (N_FEATURES - 1),
-                           "bias": 0.0, "cut": 0.0}} | {
-        "triage": {**DEFAULT_THRESHOLDS, "urgent_malignant_probability_by_photo_type": {
-            "clinical": DEFAULT_THRESHOLDS["urgent_malignant_probability"],
-            "dermoscopic": DEFAULT_THRESHOLDS["urgent_malignant_probability"]}}}
+                           "bias": 0.0, "cut": 0.0}}

@@ -15,7 +15,7 @@ from skinscan import triage
 from skinscan.labels import LABELS
 from skinscan.phototype import PhotoTypeScorer, fit
 from skinscan.training import referral
-from skinscan.training.calibrate import choose_thresholds_by_photo_type
+from skinscan.training.calibrate import choose_thresholds_by_photo_type, referred_at_each_threshold
 
 MELANOMA, NEVUS = LABELS.index("Melanoma"), LABELS.index("Melanocytic nevus")
 RULES = {**triage.DEFAULT_THRESHOLDS, "urgent_malignant_probability": 0.07,
@@ -88,7 +88,8 @@ def synthetic_validation(rng: np.random.Generator, n: int = 2000):
 def test_calibration_picks_per_type_thresholds_that_keep_the_target_on_every_true_type():
     probabilities, truth, true_types, predicted = synthetic_validation(np.random.default_rng(1))
     rejected = np.zeros(len(truth), dtype=bool)
-    chosen = choose_thresholds_by_photo_type(probabilities, truth, rejected, true_types, predicted, 0.95)
+    chosen = choose_thresholds_by_photo_type(referred_at_each_threshold(probabilities, rejected), truth,
+                                             true_types, predicted, 0.95)
     assert chosen is not None
     per_photo = [triage.thresholds_for({**RULES, triage.BY_PHOTO_TYPE: chosen["thresholds"]}, kind)
                  for kind in predicted]
@@ -106,4 +107,5 @@ def test_calibration_picks_per_type_thresholds_that_keep_the_target_on_every_tru
 def test_calibration_gives_up_on_per_type_thresholds_when_no_pair_meets_the_target():
     probabilities, truth, true_types, predicted = synthetic_validation(np.random.default_rng(2))
     rejected = np.asarray(truth == MELANOMA) & (np.random.default_rng(3).random(len(truth)) < 0.2)
-    assert choose_thresholds_by_photo_type(probabilities, truth, rejected, true_types, predicted, 0.95) is None
+    assert choose_thresholds_by_photo_type(referred_at_each_threshold(probabilities, rejected), truth,
+                                           true_types, predicted, 0.95) is None

@@ -12,7 +12,7 @@ from PIL import Image
 from skinscan.labels import LABELS
 from skinscan.training import referral
 from skinscan.training.augment import AugmentConfig, augment
-from skinscan.training.calibrate import choose_urgent_threshold, threshold_table
+from skinscan.training.calibrate import choose_urgent_threshold, referred_at_each_threshold, threshold_table
 from skinscan.training.data import Sample, discover, load_split, save_split, stratified_split
 from skinscan.training.sampling import BatchSampler
 
@@ -155,7 +155,7 @@ def test_the_urgent_threshold_meets_the_target_on_every_photo_type():
     probabilities = np.zeros((n, len(LABELS)))
     probabilities[:, MELANOMA] = malignant_p
     probabilities[:, NEVUS] = 1 - malignant_p
-    table = threshold_table(probabilities, truth, np.zeros(n, dtype=bool), types)
+    table = threshold_table(referred_at_each_threshold(probabilities, np.zeros(n, dtype=bool)), truth, types)
     chosen = choose_urgent_threshold(table, 0.95)
     row = next(r for r in table if r["threshold"] == chosen)
     assert row["clinical"]["malignant_referral"] >= 0.95 and row["dermoscopic"]["malignant_referral"] >= 0.95

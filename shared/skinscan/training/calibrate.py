@@ -40,15 +40,20 @@ from .scoring import load_images, score
 THRESHOLD_GRID = np.round(np.arange(0.60, 0.0, -0.005), 3)
 
 
-def threshold_table(probabilities: np.ndarray, truth: np.ndarray, rejected: np.ndarray,
-                    types: list[str]) -> list[dict[str, Any]]:
+def referred_at_each_threshold(probabilities: np.ndarray, rejected: np.ndarray) -> np.ndarray:
+    """Which photos are referred at each grid threshold: (grid, photos), computed once per calibration."""
+    return np.array([referral.referred(referral.levels(probabilities, {**triage.DEFAULT_THRESHOLDS,
+                                                                       "urgent_malignant_probability": float(t)}),
+                                       rejected)
+                     for t in THRESHOLD_GRID])
+
+
+def threshold_table(referred: np.ndarray, truth: np.ndarray, types: list[str]) -> list[dict[str, Any]]:
     """Referral of malignant and benign photos at every candidate threshold, per photo type."""
     groups = {"all": np.ones(len(truth), dtype=bool),
               **{kind: np.array([t == kind for t in types]) for kind in dataset.PHOTO_TYPES}}
     rows = []
-    for threshold in THRESHOLD_GRID:
-        rules = {**triage.DEFAULT_THRESHOLDS, "urgent_malignant_probability": float(threshold)}
-        is_referred = referral.referred(referral.levels(probabilities, rules), rejected)
+    for threshold, is_referred in zip(THRESHOLD_GRID, referred):
         row: dict[str, Any] = {"threshold": float(threshold)}
         for name, members in groups.items():
             if members.any():
@@ -70,43 +75,28 @@ def choose_urgent_threshold(table: list[dict[str, Any]], target: float) -> float
     return float(THRESHOLD_GRID[-1])
 
 
-def referral_counts(probabilities: np.ndarray, truth: np.ndarray, rejected: np.ndarray,
-                    types: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Malignant and benign photos referred at every grid threshold, per true photo type: (grid, types)."""
-    kinds = np.array(types)
-    malignant, benign = np.isin(truth, referral.MALIGNANT_IDS), np.isin(truth, referral.BENIGN_IDS)
-    counts = np.zeros((2, len(THRESHOLD_GRID), len(dataset.PHOTO_TYPES)), dtype=int)
-    for row, threshold in enumerate(THRESHOLD_GRID):
-        rules = {**triage.DEFAULT_THRESHOLDS, "urgent_malignant_probability": float(threshold)}
-        is_referred = referral.referred(referral.levels(probabilities, rules), rejected)
-        for column, kind in enumerate(dataset.PHOTO_TYPES):
-            counts[0, row, column] = np.sum(is_referred & malignant & (kinds == kind))
-            counts[1, row, column] = np.sum(is_referred & benign & (kinds == kind))
-    return counts[0], counts[1]
-
-
-def choose_thresholds_by_photo_type(probabilities: np.ndarray, truth: np.ndarray, rejected: np.ndarray,
-                                    true_types: list[str], predicted_types: list[str],
-                                    target: float) -> dict[str, Any] | None:
+def choose_thresholds_by_photo_type(referred: np.ndarray, truth: np.ndarray, true_types: list[str],
+                                    predicted_types: list[str], target: float) -> dict[str, Any] | None:
     """One urgent threshold per *predicted* photo type, meeting the target on every *true* type.
 
-    Every pair of grid thresholds is tried; among the pairs that refer at least ``target`` of the
-    malignant photos of each true type (the photo-type rule's mistakes included), the one that
-    refers the fewest benign photos wins, then the higher thresholds. None if no pair does.
+    ``referred`` is :func:`referred_at_each_threshold`'s matrix. Every pair of grid thresholds is
+    tried; among the pairs that refer at least ``target`` of the malignant photos of each true type
+    (the photo-type rule's mistakes included), the one that refers the fewest benign photos wins,
+    then the higher thresholds. None if no pair does.
     """
     true_kinds, predicted = np.array(true_types), np.array(predicted_types)
     malignant, benign = np.isin(truth, referral.MALIGNANT_IDS), np.isin(truth, referral.BENIGN_IDS)
+
+    def counts(photos: np.ndarray, read_as: str) -> np.ndarray:
+        """Photos of ``photos`` read as ``read_as`` and referred: (grid, true photo type)."""
+        return np.stack([(referred & (photos & (predicted == read_as) & (true_kinds == kind))).sum(axis=1)
+                         for kind in dataset.PHOTO_TYPES], axis=1)
+
+    # Indexed (clinical threshold, dermoscopic threshold, true photo type).
+    malignant_referred = counts(malignant, "clinical")[:, None, :] + counts(malignant, "dermoscopic")[None, :, :]
+    benign_referred = counts(benign, "clinical")[:, None, :] + counts(benign, "dermoscopic")[None, :, :]
     malignant_totals = np.array([np.sum(malignant & (true_kinds == k)) for k in dataset.PHOTO_TYPES])
     benign_totals = np.array([np.sum(benign & (true_kinds == k)) for k in dataset.PHOTO_TYPES])
-    empty = np.zeros((len(THRESHOLD_GRID), len(dataset.PHOTO_TYPES)), dtype=int)
-    counted = []
-    for kind in dataset.PHOTO_TYPES:  # clinical first, then dermoscopic
-        members = predicted == kind
-        counted.append(referral_counts(probabilities[members], truth[members], rejected[members],
-                                       list(true_kinds[members])) if members.any() else (empty, empty))
-    # Indexed (clinical threshold, dermoscopic threshold, true photo type).
-    malignant_referred = counted[0][0][:, None, :] + counted[1][0][None, :, :]
-    benign_referred = counted[0][1][:, None, :] + counted[1][1][None, :, :]
     present = malignant_totals > 0
     feasible = np.all(malignant_referred[..., present] / malignant_totals[present] >= target, axis=2)
     if not feasible.any():
@@ -114,9 +104,9 @@ def choose_thresholds_by_photo_type(probabilities: np.ndarray, truth: np.ndarray
     grid = np.asarray(THRESHOLD_GRID)
     _, _, i, j = min((benign_referred[i, j].sum(), -grid[i] - grid[j], i, j) for i, j in zip(*np.nonzero(feasible)))
 
-    def rates(referred: np.ndarray, totals: np.ndarray) -> dict[str, float]:
-        return {kind: round(float(n / total), 4) for kind, n, total in zip(dataset.PHOTO_TYPES, referred, totals)
-                if total}
+    def rates(referred_count: np.ndarray, totals: np.ndarray) -> dict[str, float]:
+        return {kind: round(float(n / total), 4)
+                for kind, n, total in zip(dataset.PHOTO_TYPES, referred_count, totals) if total}
 
     return {"thresholds": {"clinical": float(grid[i]), "dermoscopic": float(grid[j])},
             "malignant_referral": rates(malignant_referred[i, j], malignant_totals),
@@ -199,7 +189,8 @@ def calibrate(model_path: Path, data: Path, split_file: Path, *, referral_target
                                                 negative_problems, skin_rejection)
     skin_rejected = skin_problems | novelty.NoveltyScorer(ood).is_novel(val.features)
 
-    table = threshold_table(val_probabilities, y_val, skin_rejected, val_types)
+    referred = referred_at_each_threshold(val_probabilities, skin_rejected)
+    table = threshold_table(referred, y_val, val_types)
     urgent = choose_urgent_threshold(table, referral_target)
     thresholds = {**triage.DEFAULT_THRESHOLDS, "urgent_malignant_probability": urgent}
     chosen = next(row for row in table if row["threshold"] == urgent)
@@ -209,8 +200,7 @@ def calibrate(model_path: Path, data: Path, split_file: Path, *, referral_target
     if is_dermoscopic.any() and not is_dermoscopic.all():
         photo_type_rule = phototype.fit(train.features, is_dermoscopic)
         val_predicted = phototype.PhotoTypeScorer(photo_type_rule).kinds(val.features)
-        by_type = choose_thresholds_by_photo_type(val_probabilities, y_val, skin_rejected, val_types,
-                                                  val_predicted, referral_target)
+        by_type = choose_thresholds_by_photo_type(referred, y_val, val_types, val_predicted, referral_target)
     if by_type:
         thresholds[triage.BY_PHOTO_TYPE] = by_type["thresholds"]
     photo_type_summary = {

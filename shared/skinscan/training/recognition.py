@@ -52,9 +52,14 @@ def choose_rule(train_features: np.ndarray, train_labels: np.ndarray, n_classes:
                 skin_rejection: float) -> tuple[dict[str, Any], dict[str, float]]:
     """The rule rejecting the most ``tune`` non-skin photos; ``type_masks`` select usable validation photos."""
     folds = source_folds(tune_names)
-    fold_discriminants = {fold: novelty.fit_discriminant(train_features, tune_features[folds != fold])
-                          for fold in np.unique(folds)}
+    usable = np.any(type_masks, axis=0)
+    # Discriminant scores do not depend on the subspace size: (validation, tune) per held-out fold.
+    fold_scores = {}
+    for fold in np.unique(folds):
+        discriminant = novelty.fit_discriminant(train_features, tune_features[folds != fold])
+        fold_scores[fold] = (linear_score(discriminant, val_features), linear_score(discriminant, tune_features))
     full_discriminant = novelty.fit_discriminant(train_features, tune_features)
+    full_val_scores = linear_score(full_discriminant, val_features)
     figures: dict[str, float] = {}
     best = None
     for dims in SUBSPACE_SIZES:
@@ -64,24 +69,21 @@ def choose_rule(train_features: np.ndarray, train_labels: np.ndarray, n_classes:
 
         threshold = distance_threshold(val_distance, type_masks, skin_rejection)
         rejected = tune_unusable | (tune_distance > threshold)
-        candidates = [(f"distance {dims}", float(rejected.mean()), {**spec, "threshold": round(threshold, 5),
-                                                                     "dims": dims})]
+        candidates = [(f"distance {dims}", float(rejected.mean()), val_distance > threshold,
+                       {**spec, "threshold": round(threshold, 5), "dims": dims})]
 
         held_out = tune_unusable.copy()
-        for fold, discriminant in fold_discriminants.items():
+        for fold, (val_scores, tune_scores) in fold_scores.items():
             members = folds == fold
-            cuts = union_thresholds(val_distance, linear_score(discriminant, val_features), type_masks,
-                                    skin_rejection)
-            held_out[members] |= ((tune_distance[members] > cuts[0])
-                                  | (linear_score(discriminant, tune_features[members]) > cuts[1]))
-        cuts = union_thresholds(val_distance, linear_score(full_discriminant, val_features), type_masks,
-                                skin_rejection)
+            cuts = union_thresholds(val_distance, val_scores, type_masks, skin_rejection)
+            held_out[members] |= (tune_distance[members] > cuts[0]) | (tune_scores[members] > cuts[1])
+        cuts = union_thresholds(val_distance, full_val_scores, type_masks, skin_rejection)
         candidates.append((f"distance {dims} + discriminant", float(held_out.mean()),
+                           (val_distance > cuts[0]) | (full_val_scores > cuts[1]),
                            {**spec, "threshold": round(cuts[0], 5), "dims": dims,
                             "discriminant": {**full_discriminant, "threshold": round(cuts[1], 5)}}))
-        usable = np.any(type_masks, axis=0)
-        for name, rejected_share, rule in candidates:
-            skin_lost = float(novelty.NoveltyScorer(rule).is_novel(val_features[usable]).mean())
+        for name, rejected_share, val_rejected, rule in candidates:
+            skin_lost = float(val_rejected[usable].mean())
             figures[name] = round(rejected_share, 4)
             print(f"not recognised: {name:32s} tune non-skin rejected {rejected_share:.3f}, "
                   f"validation skin rejected {skin_lost:.4f}", flush=True)
