@@ -94,11 +94,26 @@ def upload(driver, path: Path):
     from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import WebDriverWait
 
+    previous = driver.find_elements(By.CSS_SELECTOR, "#result > *")  # an earlier answer must go first
     driver.find_element(By.ID, "photo").send_keys(str(path))
     driver.find_element(By.ID, "analyse").click()
+    for element in previous:
+        WebDriverWait(driver, WAIT_S).until(EC.staleness_of(element))
     WebDriverWait(driver, WAIT_S).until(
         EC.presence_of_element_located((By.CSS_SELECTOR, "#result .result, #result .error-box")))
     return driver.find_element(By.ID, "result")
+
+
+def submit_without_javascript(browser) -> None:
+    """Click Analyse and wait for the server's new page: the old page has a #result region too."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    old_page = browser.find_element(By.TAG_NAME, "html")
+    browser.find_element(By.ID, "analyse").click()
+    WebDriverWait(browser, WAIT_S).until(expected_conditions.staleness_of(old_page))
+    WebDriverWait(browser, WAIT_S).until(lambda b: b.find_elements(By.CSS_SELECTOR, "#result .result"))
 
 
 def screenshot(driver, tmp_path: Path, name: str) -> Path:
@@ -314,7 +329,7 @@ def test_without_javascript_the_form_posts_to_the_server(page_url, tmp_path):
     try:
         open_page(browser, page_url)
         browser.find_element(By.ID, "photo").send_keys(str(real_or_generated_photo(tmp_path)))
-        browser.find_element(By.ID, "analyse").click()
+        submit_without_javascript(browser)
         region = browser.find_element(By.ID, "result")  # a new page, rendered by Flask
         assert browser.current_url.endswith("/#result")
         assert len(region.find_elements(By.CSS_SELECTOR, ".prediction")) == 4
@@ -327,7 +342,7 @@ def test_without_javascript_the_form_posts_to_the_server(page_url, tmp_path):
         browser.find_element(By.ID, "photo").send_keys(str(real_or_generated_photo(tmp_path)))
         for choice in ("changed_size-yes", "irregular_shape-yes", "oozing-no"):
             browser.find_element(By.CSS_SELECTOR, f"label[for='{choice}']").click()
-        browser.find_element(By.ID, "analyse").click()
+        submit_without_javascript(browser)
         effect = browser.find_element(By.CSS_SELECTOR, "#result [data-slot='checklist-effect']").text
         assert effect.startswith("Your answers")
         heading = browser.find_element(By.CSS_SELECTOR, "#result .advice-heading").text
