@@ -102,14 +102,8 @@ def peak_rss_mb(pid: int) -> float:
 
 def tree_peak_rss(pid: int) -> dict[int, float]:
     """Peak RSS of a process and all its descendants, MB per pid."""
-    found, pending = {}, [pid]
-    while pending:
-        current = pending.pop()
-        rss = peak_rss_mb(current)
-        if rss == rss:
-            found[current] = rss
-        pending += children(current)
-    return found
+    found = {current: peak_rss_mb(current) for current in [pid, *descendants(pid)]}
+    return {current: rss for current, rss in found.items() if rss == rss}
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -128,12 +122,23 @@ def _busy_seconds() -> float:
 
 
 def _cpu_seconds(pid: int) -> float:
+    """CPU time of a live process, with that of the children it has already reaped."""
     try:
         with open(f"/proc/{pid}/stat") as handle:
             fields = handle.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
     except (OSError, IndexError, ValueError):
         return 0.0
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid``: the function's arbiter and workers, the Keras baseline."""
+    found, pending = [], children(pid)
+    while pending:
+        current = pending.pop()
+        found.append(current)
+        pending += children(current)
+    return found
 
 
 class OtherLoad:
@@ -147,17 +152,21 @@ class OtherLoad:
         self.helpers = helpers
         self.cores = 0.0
 
-    def _ours(self) -> float:
+    def our_cpu_seconds(self) -> float:
+        # A running child's time is not in os.times() until it is reaped, so live ones are read from /proc.
         t = os.times()
-        return t.user + t.system + t.children_user + t.children_system + sum(map(_cpu_seconds, self.helpers))
+        live = set(descendants(os.getpid()))
+        for helper in self.helpers:
+            live |= {helper, *descendants(helper)}
+        return t.user + t.system + t.children_user + t.children_system + sum(map(_cpu_seconds, live))
 
     def __enter__(self) -> "OtherLoad":
-        self.wall, self.busy, self.ours = time.monotonic(), _busy_seconds(), self._ours()
+        self.wall, self.busy, self.ours = time.monotonic(), _busy_seconds(), self.our_cpu_seconds()
         return self
 
     def __exit__(self, *exc: Any) -> None:
         wall = time.monotonic() - self.wall
-        others = (_busy_seconds() - self.busy) - (self._ours() - self.ours)
+        others = (_busy_seconds() - self.busy) - (self.our_cpu_seconds() - self.ours)
         self.cores = max(0.0, others / wall) if wall > 0 else 0.0
 
 

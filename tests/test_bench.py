@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import sys
 
 import pytest
@@ -92,3 +93,17 @@ def test_the_default_model_is_the_shipped_one():
     from skinscan.store import SHIPPED_MODEL
 
     assert bench.parse_args([]).model == SHIPPED_MODEL
+
+
+def test_a_running_child_counts_as_the_benchmarks_own_cpu_not_as_other_load():
+    """The function server and the Keras baseline are live children: their CPU time is ours."""
+    probe = harness.OtherLoad()
+    before = probe.our_cpu_seconds()
+    spin = "import sys, time\nwhile time.process_time() < 0.5: pass\nprint('spun', flush=True)\nsys.stdin.read()"
+    child = subprocess.Popen([sys.executable, "-c", spin], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "spun"
+        assert probe.our_cpu_seconds() - before >= 0.45
+    finally:
+        child.stdin.close()
+        child.wait(timeout=10)
