@@ -100,10 +100,10 @@ def test_a_running_child_counts_as_the_benchmarks_own_cpu_not_as_other_load():
     probe = harness.OtherLoad()
     before = probe.our_cpu_seconds()
     spin = "import sys, time\nwhile time.process_time() < 0.5: pass\nprint('spun', flush=True)\nsys.stdin.read()"
-    child = subprocess.Popen([sys.executable, "-c", spin], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert child.stdout.readline().strip() == "spun"
-        assert probe.our_cpu_seconds() - before >= 0.45
-    finally:
-        child.stdin.close()
-        child.wait(timeout=10)
+    with subprocess.Popen([sys.executable, "-c", spin], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          text=True) as child:
+        try:
+            assert child.stdout.readline().strip() == "spun"
+            assert probe.our_cpu_seconds() - before >= 0.45
+        finally:
+            child.stdin.close()  # lets the child finish, so leaving the block can wait for it

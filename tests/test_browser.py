@@ -107,12 +107,12 @@ def upload(driver, path: Path):
 def submit_without_javascript(browser) -> None:
     """Click Analyse and wait for the server's new page: the old page has a #result region too."""
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import WebDriverWait
 
     old_page = browser.find_element(By.TAG_NAME, "html")
     browser.find_element(By.ID, "analyse").click()
-    WebDriverWait(browser, WAIT_S).until(expected_conditions.staleness_of(old_page))
+    WebDriverWait(browser, WAIT_S).until(EC.staleness_of(old_page))
     WebDriverWait(browser, WAIT_S).until(lambda b: b.find_elements(By.CSS_SELECTOR, "#result .result"))
 
 
