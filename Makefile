@@ -8,7 +8,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP_FLAGS ?= -q --disable-pip-version-check
 
-.PHONY: install install-dev serve check test test-deps bench clean
+.PHONY: install install-dev serve check test test-deps bench translations clean
 
 # One venv; each stamp records which extras are in it (pyproject.toml changes reinstall them).
 $(PY):
@@ -45,6 +45,15 @@ test: test-deps
 
 bench: install-dev
 	$(PY) bench/run.py
+
+# After changing a user-facing text: refresh the template and every language's catalog, then
+# translate the new or fuzzy entries (tests/test_i18n.py fails until each language is complete).
+# Nothing to compile: skinscan.i18n compiles each .po in memory on first use.
+LOCALES := shared/skinscan/locales
+translations: install-dev
+	$(VENV)/bin/pybabel extract -F babel.cfg --no-location --sort-by-file --width 100 \
+		--project skinscan --copyright-holder "skinscan authors" -o $(LOCALES)/skinscan.pot .
+	$(VENV)/bin/pybabel update -i $(LOCALES)/skinscan.pot -d $(LOCALES) -D skinscan --width 100 --ignore-obsolete
 
 clean:
 	rm -rf $(VENV) .pytest_cache .serverless infra/node_modules
