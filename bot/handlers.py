@@ -36,7 +36,7 @@ from telegram.ext import (Application, CallbackQueryHandler, CommandHandler, Con
                           filters)
 
 from skinscan_client import MAX_UPLOAD_BYTES as FUNCTION_MAX_BYTES
-from skinscan_client import FunctionClient, FunctionError
+from skinscan_client import FunctionClient, FunctionError, Result
 from skinscan_client.questions import ANSWER_VALUES, FIELDS
 
 from . import replies
@@ -209,7 +209,7 @@ async def analyse(message: Message, context: ContextTypes.DEFAULT_TYPE, file_id:
 
 async def classify_attachment(context: ContextTypes.DEFAULT_TYPE, file_id: str, filename: str,
                               content_type: str, answers: dict[str, str] | None = None,
-                              ) -> tuple[str, dict | None]:
+                              ) -> tuple[str, Result | None]:
     """Download into memory, classify over HTTP: the reply text, and the result (None on failure).
 
     Nothing is kept.

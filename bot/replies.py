@@ -7,12 +7,10 @@ every answer here ends by pointing at a doctor rather than away from one.
 
 from __future__ import annotations
 
-from typing import Any
-
-from skinscan_client import DISCLAIMER, checklist_effect, disclaimer_of, percent
+from skinscan.contract import Level, RetakeReason
+from skinscan_client import DISCLAIMER as DISCLAIMER  # the contract's; re-exported for the bot's callers
+from skinscan_client import Result, checklist_effect, percent
 from skinscan_client.questions import ANSWER_LABELS, QUESTIONS, SOURCE
-
-# DISCLAIMER (the fallback), disclaimer_of and percent are skinscan_client's: one copy for page and bot.
 
 PHOTO_TIPS = (
     "For a good photo:\n"
@@ -67,14 +65,14 @@ TOO_SLOW = (
     "If the spot worries you, do not wait for me: see a doctor."
 )
 
-HEADLINES = {  # a glanceable first line; the function's message below it gives the detail
+HEADLINES: dict[Level, str] = {  # a glanceable first line; the function's message below it gives the detail
     "urgent": "What to do: see a doctor soon.",
     "soon": "What to do: book a doctor's appointment.",
     "routine": "What to do: no rush, but get it checked if it does not settle.",
     "monitor": "What to do: keep an eye on it.",
 }
 
-RETAKE_TIPS = {
+RETAKE_TIPS: dict[RetakeReason, str] = {
     "too_small": "Move closer, or send the photo as a file so it keeps its full resolution.",
     "too_dark": "Use daylight or a bright lamp.",
     "too_bright": "Avoid the flash and direct sun glare.",
@@ -110,44 +108,28 @@ def rate_limited(limit: int, retry_after: float) -> str:
     )
 
 
-def format_result(result: dict[str, Any]) -> str:
-    """One chat message for a classify result: conditions, advice, disclaimer.
-
-    Unknown or missing fields degrade towards "see a doctor", never to silence.
-    """
-    recommendation = result.get("recommendation") or {}
-    if result.get("status") == "not_recognised" or recommendation.get("level") == "retake":
+def format_result(result: Result) -> str:
+    """One chat message for a classify result: conditions, advice, disclaimer."""
+    if not result.recognised:
         return format_retake(result)
-    predictions = sorted(result.get("predictions") or [], key=lambda p: p.get("probability", 0),
-                         reverse=True)[:4]
     lines = ["This photo looks most like:"]
-    lines += [f"{rank}. {p.get('label', '?')}: {percent(float(p.get('probability', 0)))}"
-              for rank, p in enumerate(predictions, 1)]
-    level = recommendation.get("level")
-    headline = HEADLINES.get(level) or (
-        "What to do: please see a doctor." if recommendation.get("see_doctor")
-        else "What to do: if you are worried, see a doctor.")
-    lines += ["", headline]
-    if recommendation.get("message"):
-        lines.append(recommendation["message"])
-    top = result.get("top_condition") or {}
-    if top.get("label") and top.get("description"):
-        lines += ["", f"{top['label']}: {top['description']}"]
-    lines += ["", disclaimer_of(result)]
+    lines += [f"{rank}. {p.label}: {percent(p.probability)}" for rank, p in enumerate(result.predictions, 1)]
+    lines += ["", HEADLINES[result.recommendation.level], result.recommendation.message]
+    top = result.top_condition
+    if top is not None:
+        lines += ["", f"{top.label}: {top.description}"]
+    lines += ["", result.disclaimer]
     return "\n".join(lines)
 
 
-def format_retake(result: dict[str, Any]) -> str:
+def format_retake(result: Result) -> str:
     """The photo was not usable: say why, how to take a better one, and the disclaimer."""
-    recommendation = result.get("recommendation") or {}
-    message = recommendation.get("message") or (
-        "I could not recognise a skin spot in this photo. Please take a sharp close-up in good "
-        "light and try again. If you are worried, see a doctor.")
-    tip = RETAKE_TIPS.get(str(recommendation.get("reason")))
-    lines = [message]
+    recommendation = result.recommendation
+    lines = [recommendation.message]
+    tip = RETAKE_TIPS.get(recommendation.reason) if recommendation.reason else None
     if tip:
         lines += ["", f"Tip: {tip}"]
-    lines += ["", disclaimer_of(result)]
+    lines += ["", result.disclaimer]
     return "\n".join(lines)
 
 
@@ -183,7 +165,7 @@ def answers_summary(answers: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-def format_combined(result: dict[str, Any]) -> str:
+def format_combined(result: Result) -> str:
     """The advice for the photo and the answers together: what the answers did, then the result."""
     effect = checklist_effect(result)
     body = format_result(result)

@@ -11,29 +11,36 @@ import io
 import json
 import logging
 import os
+from collections.abc import Mapping
 from typing import Any
+
+from werkzeug.datastructures import MultiDict
 
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 from werkzeug.formparser import FormDataParser
 from werkzeug.wsgi import LimitedStream
 from werkzeug.wrappers import Request, Response
 
+from functions.answers import AnswerError, parse_answers
 from functions.contract import is_document_path, openapi_document
-from skinscan.checklist import AnswerError, Answers, parse_answers
+from skinscan.checklist import Answers
+from skinscan.contract import (ERROR_MESSAGES, FORM_UNREADABLE, MAX_UPLOAD_BYTES, UPLOAD_FIELD, ErrorBody,
+                               ErrorCode)
 from skinscan.imaging import ImageError
 from skinscan.service import get_classifier
 from skinscan.store import ModelUnavailable
 
 log = logging.getLogger("skinscan.http")
 
-MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 RAW_IMAGE_TYPES = ("image/", "application/octet-stream")
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.field = status, code, message, field
+    """An answer this module refuses with: the code decides the status (:data:`skinscan.contract.ERROR_STATUS`)."""
+
+    def __init__(self, code: ErrorCode, message: str | None = None, field: str | None = None) -> None:
+        self.body = ErrorBody(code, message or ERROR_MESSAGES[code], field)
+        super().__init__(self.body.message)
 
 
 def cors_headers() -> dict[str, str]:
@@ -46,16 +53,15 @@ def cors_headers() -> dict[str, str]:
     }
 
 
-def json_response(status: int, payload: dict[str, Any]) -> Response:
+def json_response(status: int, payload: Mapping[str, object]) -> Response:
     headers = {**cors_headers(), "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
     return Response(json.dumps(payload), status=status, headers=headers, mimetype="application/json")
 
 
-def error_response(status: int, code: str, message: str, field: str | None = None) -> Response:
-    error = {"code": code, "message": message}
-    if field is not None:  # which request field was wrong (bad_answer)
-        error["field"] = field
-    return json_response(status, {"error": error})
+def error_response(code: ErrorCode, message: str | None = None, field: str | None = None) -> Response:
+    """``{"error": ...}`` with the code's status; ``field`` names the request field of a ``bad_answer``."""
+    body = ErrorBody(code, message or ERROR_MESSAGES[code], field)
+    return json_response(body.status, body.to_wire())
 
 
 def respond(request: Request) -> Response:
@@ -80,25 +86,23 @@ def _respond(request: Request) -> Response:
         if request.method == "GET":
             return json_response(200, get_classifier().info())
         if request.method != "POST":
-            raise ApiError(405, "method_not_allowed", "Use POST with an image, or GET for model info.")
+            raise ApiError(ErrorCode.METHOD_NOT_ALLOWED)
         image_bytes, answers = read_upload(request)
-        classifier = get_classifier()
-        result = classifier.classify_bytes(image_bytes, answers=answers or None)
+        result = get_classifier().classify_bytes(image_bytes, answers=answers)
         # The request's one log line (outcome, level, latency) is written by functions.observability.
-        return json_response(200, result)
+        return json_response(200, result.to_wire())
     except ApiError as error:
-        return error_response(error.status, error.code, error.message, error.field)
+        return json_response(error.body.status, error.body.to_wire())
     except ImageError as error:
-        return error_response(400, error.code, error.message)
+        return error_response(error.code, error.message)
     except ClientDisconnected:
-        return error_response(400, "bad_request", "The upload stopped before it was complete. Please try again.")
+        return error_response(ErrorCode.BAD_REQUEST)
     except ModelUnavailable as error:
         log.warning("model unavailable: %s", error)
-        return error_response(503, "model_unavailable",
-                              "The model is not available right now. Please try again in a minute.")
+        return error_response(ErrorCode.MODEL_UNAVAILABLE)
     except Exception:  # the last guard: a bug must still produce JSON, without the upload in it
         log.exception("unexpected error while classifying")
-        return error_response(500, "internal_error", "Something went wrong on our side.")
+        return error_response(ErrorCode.INTERNAL_ERROR)
 
 
 def _in_memory(*_args: Any, **_kwargs: Any) -> io.BytesIO:
@@ -111,12 +115,12 @@ def read_image(request: Request) -> bytes:
     return read_upload(request)[0]
 
 
-def parse_request_answers(fields: Any) -> Answers:
+def parse_request_answers(fields: MultiDict[str, str]) -> Answers:
     """The checklist answers among the request's fields; a bad one is a 400 ``bad_answer``."""
     try:
         return parse_answers(fields)
     except AnswerError as error:
-        raise ApiError(400, "bad_answer", error.message, field=error.field) from None
+        raise ApiError(ErrorCode.BAD_ANSWER, error.message, field=error.field) from None
 
 
 def read_upload(request: Request) -> tuple[bytes, Answers]:
@@ -127,7 +131,7 @@ def read_upload(request: Request) -> tuple[bytes, Answers]:
     The size limit is checked before anything is read when the client declares
     a length, and enforced while reading when it does not.
     """
-    too_large = ApiError(413, "too_large", f"The upload is over the {MAX_UPLOAD_BYTES // (1024 * 1024)} MB limit.")
+    too_large = ApiError(ErrorCode.TOO_LARGE)
     if request.content_length is not None and request.content_length > MAX_UPLOAD_BYTES:
         raise too_large
     mimetype = request.mimetype or ""
@@ -146,23 +150,21 @@ def read_upload(request: Request) -> tuple[bytes, Answers]:
         except RequestEntityTooLarge:
             raise too_large from None
         except ValueError:  # malformed multipart, e.g. no boundary
-            raise ApiError(400, "bad_request", "The form upload could not be read.") from None
-        images = files.getlist("image")
+            raise ApiError(ErrorCode.BAD_REQUEST, FORM_UNREADABLE) from None
+        images = files.getlist(UPLOAD_FIELD)
         if not images:
-            raise ApiError(400, "missing_image", "Send the photo in a form field named 'image'.")
+            raise ApiError(ErrorCode.MISSING_IMAGE)
         if len(images) > 1:
-            raise ApiError(400, "too_many_images", "Send one photo at a time.")
+            raise ApiError(ErrorCode.TOO_MANY_IMAGES)
         answers = parse_request_answers(form)
         data = images[0].read()
     elif mimetype.startswith(RAW_IMAGE_TYPES):
         answers = parse_request_answers(request.args)
         data = request.stream.read(MAX_UPLOAD_BYTES + 1)
     else:
-        raise ApiError(415, "unsupported_media_type",
-                       "Send the photo as multipart/form-data (field 'image') or as a raw image body "
-                       "with an image/* content type.")
+        raise ApiError(ErrorCode.UNSUPPORTED_MEDIA_TYPE)
     if len(data) > MAX_UPLOAD_BYTES:
         raise too_large
     if not data:
-        raise ApiError(400, "empty_image", "The upload is empty.")
+        raise ApiError(ErrorCode.EMPTY_IMAGE)
     return data, answers

@@ -21,6 +21,7 @@ from werkzeug.wrappers import Request
 from functions import observability
 from functions.http_api import error_response, respond
 from skinscan import configure_process
+from skinscan.contract import ErrorCode
 
 configure_process()
 observability.configure()
@@ -37,7 +38,7 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         request = request_from_event(event)
         answer = functools.partial(respond, request)
     except ValueError as error:
-        request, answer = None, functools.partial(error_response, 400, "bad_request", str(error))
+        request, answer = None, functools.partial(error_response, ErrorCode.BAD_REQUEST, str(error))
     request_id = getattr(context, "aws_request_id", None)
     response = observability.observe(request, answer,
                                      request_id=request_id if isinstance(request_id, str) else None)

@@ -171,7 +171,7 @@ def preload_model() -> None:
         return
     elapsed = round((time.perf_counter() - start) * 1000, 1)
     install(classifier)
-    _remember_model(classifier.model_info)
+    _remember_model(classifier.model_info.to_wire())
     tel.log("model loaded", {"model_load_ms": elapsed, **_model})
     tel.metrics([("ModelLoadTime", MetricUnit.Milliseconds, elapsed)])
 

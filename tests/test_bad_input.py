@@ -298,7 +298,7 @@ def test_phone_sized_photos_are_accepted_as_form_uploads(served):
     assert page.status_code == 200
     result = asyncio.run(FunctionClient(served, timeout=60).aclassify(photo, filename="photo.jpg",
                                                                       content_type="image/jpeg"))
-    assert result["status"] in RESULT_STATUSES
+    assert result.status in RESULT_STATUSES
 
 
 # -- the Lambda handler ----------------------------------------------------------------------------

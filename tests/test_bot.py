@@ -37,6 +37,7 @@ from bot.app import BotSettings, build_application
 from bot.handlers import RateLimiter
 from bot.webhook import WebhookProcessor, handle_webhook, telegram_webhook
 from conftest import REPO, free_port, image_bytes
+from skinscan.contract import ModelInfo, Result
 from telegram_emulator import TelegramEmulator
 
 CHAT = 4242
@@ -56,6 +57,7 @@ SAMPLE_RESULT = {
     "disclaimer": "skinscan is not a diagnosis and not a substitute for a doctor.",
     "model": {"name": "fixture", "version": "1", "sha256": "0" * 64, "backend": "keras-h5"},
 }
+MODEL = ModelInfo(name="fixture", version="1", sha256="0" * 64, backend="keras-h5")
 SAMPLE_REPLY = """This photo looks most like:
 1. Melanocytic nevus: 41%
 2. Melanoma: 35%
@@ -194,7 +196,7 @@ def test_conversation_over_polling_with_the_real_function(emulator, function_ser
     start, photo_reply, file_reply, retake_reply, text_reply, privacy = emulator.texts(CHAT)
     assert start == replies.START
     expected = classify_directly(function_server, photo, "photo.jpg", "image/jpeg")
-    assert photo_reply == replies.format_result(expected)  # exactly what the function said, formatted
+    assert photo_reply == replies.format_result(Result.from_wire(expected))  # exactly what the function said
     assert_is_result(photo_reply, expected["disclaimer"])
     assert_is_result(file_reply, expected["disclaimer"])
     assert retake_reply.startswith("We could not recognise a skin lesion in this photo "
@@ -317,12 +319,16 @@ def test_rate_limiter_window_slides():
     assert limiter.acquire(1, now=60) is None  # the first one left the window
 
 
-def test_retake_and_odd_results_still_point_to_a_doctor():
-    retake = replies.format_result({"status": "not_recognised", "predictions": [],
-                                    "recommendation": {"level": "retake", "reason": "too_dark"}})
+def test_retake_and_odd_results_still_point_to_a_doctor(emulator, canned, photo):
+    from skinscan.triage import retake as retake_advice
+
+    retake = replies.format_result(Result(status="not_recognised", predictions=(),
+                                          recommendation=retake_advice("too_dark"), model=MODEL))
     assert "see a doctor" in retake and "Tip: Use daylight" in retake and retake.endswith(replies.DISCLAIMER)
-    odd = replies.format_result({"status": "ok", "predictions": [{"label": "X", "probability": 0.001}]})
-    assert "1. X: <1%" in odd and "see a doctor" in odd and odd.endswith(replies.DISCLAIMER)
+    # An answer off the contract (no advice, no model) is refused by the client, never shown half-read.
+    canned.payload = {"status": "ok", "predictions": [{"label": "X", "probability": 0.001}]}
+    converse(make_app(emulator, canned.url), emulator.send_photo(CHAT, photo))
+    assert emulator.texts() == [replies.TRY_AGAIN_LATER] and "see a doctor" in replies.TRY_AGAIN_LATER
 
 
 # -- the webhook entry point ---------------------------------------------------------------------
@@ -560,7 +566,7 @@ def test_the_question_flow_over_the_stateless_webhook_with_the_real_function(emu
     texts = emulator.texts()
     assert texts[0] == replies.HELP and "NICE guideline NG12" in replies.HELP
     direct = classify_directly(function_server, photo, "photo.jpg", "image/jpeg")
-    assert texts[1] == replies.format_result(direct)
+    assert texts[1] == replies.format_result(Result.from_wire(direct))
     final = texts[-1]
     assert final.startswith("Your answers raised this to: see a doctor within 2 weeks.") or (
         direct["recommendation"]["level"] == "urgent" and "already at least as urgent" in final)

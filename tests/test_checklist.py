@@ -1,21 +1,23 @@
-"""The weighted 7-point checklist (NICE NG12): the rule's table, parsing, and apply() on results.
+"""The weighted 7-point checklist (NICE NG12): the rule's table, reading answers from a request
+(the HTTP adapter's :mod:`functions.answers`), and apply() on results.
 
-Pure functions on dicts: no model, no TensorFlow.
+Pure functions on the contract's types: no model, no TensorFlow.
 """
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 
+from functions.answers import AnswerError, parse_answers
 from skinscan import checklist, triage
-from skinscan.checklist import AnswerError, apply, parse_answers
+from skinscan.checklist import apply
+from skinscan.contract import ChecklistSummary, ModelInfo, Prediction, Result, TopCondition
 
 DISCLAIMER = triage.DISCLAIMER
+MODEL = ModelInfo(name="fake", version="1", sha256="0" * 64, backend="fake")
 
 
-def photo_result(level: str = "monitor") -> dict:
+def photo_result(level: str = "monitor") -> Result:
     """A recognised photo's result at ``monitor`` (a likely mole) or ``urgent`` (50% melanoma)."""
     from skinscan.labels import LABELS
 
@@ -23,17 +25,18 @@ def photo_result(level: str = "monitor") -> dict:
     probabilities.update({"Melanocytic nevus": 0.9} if level == "monitor"
                          else {"Melanocytic nevus": 0.4, "Melanoma": 0.5})
     recommendation = triage.recommend(probabilities, triage.DEFAULT_THRESHOLDS)
-    assert recommendation["level"] == level
-    return {"status": "ok",
-            "predictions": [{"label": "Melanocytic nevus", "probability": 0.9}],
-            "recommendation": recommendation,
-            "top_condition": {"label": "Melanocytic nevus", "description": "A mole."},
-            "disclaimer": DISCLAIMER, "model": {"name": "fake", "version": "1"}}
+    assert recommendation.level == level
+    return Result(status="ok", predictions=(Prediction("Melanocytic nevus", 0.9),),
+                  recommendation=recommendation, top_condition=TopCondition("Melanocytic nevus", "A mole."),
+                  model=MODEL)
 
 
-def not_recognised() -> dict:
-    return {"status": "not_recognised", "predictions": [], "recommendation": triage.retake("too_blurry"),
-            "disclaimer": DISCLAIMER, "model": {"name": "fake", "version": "1"}}
+def not_recognised() -> Result:
+    return Result(status="not_recognised", predictions=(), recommendation=triage.retake("too_blurry"), model=MODEL)
+
+
+def summary(**fields) -> ChecklistSummary:
+    return ChecklistSummary(**{**fields, "yes": tuple(fields["yes"]), "unsure": tuple(fields["unsure"])})
 
 
 # -- the table ---------------------------------------------------------------------------------------
@@ -50,10 +53,9 @@ ALL_YES = {f: "yes" for f in checklist.FIELDS}
     ({f: "unsure" for f in checklist.FIELDS}, 0, None),                   # unsure counts 0
 ])
 def test_the_rule_table(answers, score, level):
-    parsed = parse_answers(answers)
-    summary = parsed.summary()
-    assert summary["score"] == score and summary["level"] == level
-    assert summary["answered"] == len(answers)
+    scored = parse_answers(answers).summary()
+    assert scored.score == score and scored.level == level
+    assert scored.answered == len(answers)
 
 
 def test_points_and_fields_are_the_guideline():
@@ -64,9 +66,8 @@ def test_points_and_fields_are_the_guideline():
 
 
 def test_unsure_is_reported_but_scores_nothing():
-    summary = parse_answers({"changed_size": "Unsure", "oozing": "YES", "inflamed": "no"}).summary()
-    assert summary == {"score": 1, "answered": 3, "yes": ["oozing"], "unsure": ["changed_size"],
-                       "level": None}
+    scored = parse_answers({"changed_size": "Unsure", "oozing": "YES", "inflamed": "no"}).summary()
+    assert scored == summary(score=1, answered=3, yes=["oozing"], unsure=["changed_size"], level=None)
 
 
 # -- parsing -----------------------------------------------------------------------------------------
@@ -112,58 +113,58 @@ def test_no_answers_leave_the_result_exactly_as_it_was():
 def test_answers_that_do_not_reach_a_level_add_the_summary_only():
     result = photo_result()
     out = apply(result, parse_answers({"inflamed": "yes", "changed_size": "no"}))
-    assert out["recommendation"] == result["recommendation"]
-    assert out["checklist"] == {"score": 1, "answered": 2, "yes": ["inflamed"], "unsure": [], "level": None}
+    assert out.recommendation == result.recommendation
+    assert out.checklist == summary(score=1, answered=2, yes=["inflamed"], unsure=[], level=None)
 
 
 def test_urgent_answers_raise_a_harmless_looking_photo():
     result = photo_result("monitor")
-    before = copy.deepcopy(result)
+    before = photo_result("monitor")
     out = apply(result, parse_answers({"changed_size": "yes", "irregular_colour": "yes"}))
     assert result == before, "apply() must not modify its input"
-    rec = out["recommendation"]
-    assert rec["level"] == "urgent" and rec["see_doctor"] is True
-    assert "within 2 weeks" in rec["message"]
-    assert "because it has changed in size and has uneven colour" in rec["message"]
-    assert rec["photo_level"] == "monitor" and rec["raised_by"] == "checklist"
-    assert out["predictions"] == result["predictions"]
-    assert out["checklist"]["level"] == "urgent" and out["checklist"]["score"] == 4
+    rec = out.recommendation
+    assert rec.level == "urgent" and rec.see_doctor is True
+    assert "within 2 weeks" in rec.message
+    assert "because it has changed in size and has uneven colour" in rec.message
+    assert rec.photo_level == "monitor" and rec.raised_by == "checklist"
+    assert out.predictions == result.predictions
+    assert out.checklist is not None and out.checklist.level == "urgent" and out.checklist.score == 4
 
 
 def test_a_major_feature_raises_to_soon():
     out = apply(photo_result("monitor"), parse_answers({"irregular_shape": "yes"}))
-    assert out["recommendation"]["level"] == "soon" and out["recommendation"]["see_doctor"]
-    assert "irregular shape or edge" in out["recommendation"]["message"]
+    assert out.recommendation.level == "soon" and out.recommendation.see_doctor
+    assert "irregular shape or edge" in out.recommendation.message
 
 
 def test_answers_never_lower_the_level():
     result = photo_result("urgent")
     for answers in ({f: "no" for f in checklist.FIELDS}, {"changed_size": "yes"}, ALL_YES):
         out = apply(result, parse_answers(answers))
-        assert out["recommendation"] == result["recommendation"]  # urgent stays, message unchanged
-        assert "within 2 weeks" in out["recommendation"]["message"]
+        assert out.recommendation == result.recommendation  # urgent stays, message unchanged
+        assert "within 2 weeks" in out.recommendation.message
 
 
 def test_not_recognised_with_urgent_answers():
     result = not_recognised()
     out = apply(result, parse_answers({"changed_size": "yes", "oozing": "yes", "inflamed": "unsure"}))
-    rec = out["recommendation"]
-    assert out["status"] == "not_recognised" and out["predictions"] == []
-    assert rec["level"] == "urgent" and rec["see_doctor"] is True
-    assert rec["message"].startswith("Your answers alone are reason to see a doctor")
-    assert "within 2 weeks" in rec["message"]
-    assert "the photo is out of focus" in rec["message"] and "sharp close-up" in rec["message"]  # retake tips
-    assert rec["reason"] == "too_blurry"
-    assert out["checklist"] == {"score": 3, "answered": 3, "yes": ["changed_size", "oozing"],
-                                "unsure": ["inflamed"], "level": "urgent"}
+    rec = out.recommendation
+    assert out.status == "not_recognised" and out.predictions == ()
+    assert rec.level == "urgent" and rec.see_doctor is True
+    assert rec.message.startswith("Your answers alone are reason to see a doctor")
+    assert "within 2 weeks" in rec.message
+    assert "the photo is out of focus" in rec.message and "sharp close-up" in rec.message  # retake tips
+    assert rec.reason == "too_blurry"
+    assert out.checklist == summary(score=3, answered=3, yes=["changed_size", "oozing"], unsure=["inflamed"],
+                                    level="urgent")
 
 
 def test_not_recognised_with_soon_answers_and_with_no_reason():
     out = apply(not_recognised(), parse_answers({"irregular_colour": "yes"}))
-    assert out["recommendation"]["level"] == "soon"
-    assert "answers alone are reason to book an appointment" in out["recommendation"]["message"]
+    assert out.recommendation.level == "soon"
+    assert "answers alone are reason to book an appointment" in out.recommendation.message
     calm = apply(not_recognised(), parse_answers({"irregular_colour": "no"}))
-    assert calm["recommendation"]["level"] == "retake" and calm["checklist"]["level"] is None
+    assert calm.recommendation.level == "retake" and calm.checklist is not None and calm.checklist.level is None
 
 
 def test_classifier_applies_the_rule(monkeypatch):
@@ -176,7 +177,7 @@ def test_classifier_applies_the_rule(monkeypatch):
     monkeypatch.setattr(classifier.Classifier, "classify_image", lambda self, image: photo_result())
     assert stub.classify_bytes(b"x") == photo_result()
     raised = stub.classify_bytes(b"x", parse_answers({"changed_size": "yes", "oozing": "yes"}))
-    assert raised["recommendation"]["level"] == "urgent"
+    assert raised.recommendation.level == "urgent"
 
 
 # -- the HTTP contract, through functions-framework's test client (fake backend) -----------------------
@@ -199,7 +200,7 @@ def test_api_without_answers_is_exactly_todays_response(api, fake_service, photo
     for response in (multipart(api, photo), api.post("/", data=photo, content_type="image/jpeg"),
                      multipart(api, photo, {"lang": "en"})):
         assert response.status_code == 200
-        assert response.get_json() == expected and "checklist" not in response.get_json()
+        assert response.get_json() == expected.to_wire() and "checklist" not in response.get_json()
 
 
 def test_api_multipart_answers_raise_the_level(api, photo):
@@ -250,8 +251,8 @@ def test_the_client_asks_the_cores_questions_and_keeps_its_constants():
 
     assert questions.FIELDS == checklist.FIELDS  # same fields, same order as the rule
     assert tuple(questions.ANSWER_VALUES) == checklist.VALUES
-    assert skinscan_client.MAX_UPLOAD_BYTES == MAX_UPLOAD_BYTES
-    assert skinscan_client.DISCLAIMER == triage.DISCLAIMER
+    assert skinscan_client.MAX_UPLOAD_BYTES is MAX_UPLOAD_BYTES  # one constant, the contract's
+    assert skinscan_client.DISCLAIMER is triage.DISCLAIMER
     assert set(questions.RAISED_TO) == {"urgent", "soon"}
     assert skinscan_client.percent(0.125) == "13%" and skinscan_client.percent(0.004) == "<1%"
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import base64
+import dataclasses
 import io
 import json
 import os
@@ -37,13 +38,12 @@ from referencing.jsonschema import DRAFT202012
 
 import bad_inputs
 from conftest import REPO, image_bytes, serving
+from skinscan import contract
+from skinscan.contract import ERROR_STATUS, ErrorCode
 
 DOCUMENT = REPO / "functions" / "openapi.yaml"
-SOURCES = {  # where error codes are made, and the status each kind of error is sent with
-    REPO / "functions" / "http_api.py": None,
-    REPO / "functions" / "lambda_handler.py": None,
-    REPO / "shared" / "skinscan" / "imaging.py": 400,  # ImageError: answered 400 by http_api
-}
+SOURCES = (REPO / "functions" / "http_api.py", REPO / "functions" / "lambda_handler.py",
+           REPO / "shared" / "skinscan" / "imaging.py")  # where error codes are made
 
 
 @pytest.fixture(scope="module")
@@ -91,29 +91,28 @@ def test_the_document_needs_no_model(use_model, tmp_path, document):
 
 
 def emitted_codes() -> set[tuple[int, str]]:
-    """Every (HTTP status, error code) the code can send, read from its source."""
-    pairs = set()
-    for path, status_for_all in SOURCES.items():
-        for node in ast.walk(ast.parse(path.read_text())):
-            if not isinstance(node, ast.Call):
-                continue
-            name = getattr(node.func, "id", getattr(node.func, "attr", None))
-            literals = [a.value for a in node.args if isinstance(a, ast.Constant)]
-            if name in ("ApiError", "error_response") and len(literals) >= 2:
-                pairs.add((int(literals[0]), str(literals[1])))
-            elif name == "ImageError" and literals:
-                pairs.add((status_for_all, str(literals[0])))
-    return pairs
+    """Every (HTTP status, error code) the function can send: the contract's one table."""
+    return {(status, str(code)) for code, status in ERROR_STATUS.items()}
 
 
 def test_every_error_code_in_the_code_is_in_the_document_and_no_other(document):
     pairs = emitted_codes()
     in_code = {code for _, code in pairs}
-    assert len(in_code) >= 12, sorted(in_code)  # the scan still finds what it should
+    assert len(in_code) >= 12, sorted(in_code)
     assert {"bad_answer", "too_large", "model_unavailable", "not_an_image"} <= in_code
     in_document = set(document["components"]["schemas"]["ErrorCode"]["enum"])
     assert in_code == in_document, (f"in the code only: {sorted(in_code - in_document)}; "
                                     f"in the document only: {sorted(in_document - in_code)}")
+
+
+def test_the_code_sends_every_contract_error_code():
+    """Read from the source: each ``ErrorCode.X`` the adapters and the core raise; none is dead."""
+    used = set()
+    for path in SOURCES:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and getattr(node.value, "id", None) == "ErrorCode":
+                used.add(ErrorCode[node.attr])
+    assert used == set(ErrorCode), sorted(set(ErrorCode) - used)
 
 
 def test_each_error_code_is_documented_under_the_status_it_is_sent_with(document):
@@ -151,6 +150,50 @@ def test_the_document_enums_are_the_cores(document):
     for status in ("200", "400", "413", "415", "503"):
         assert status in post["responses"], status
     assert "405" in document["paths"]["/"]["put"]["responses"]
+
+
+# -- the contract's types are the document's shapes ------------------------------------------------
+TYPES = {"Result": contract.Result, "Recommendation": contract.Recommendation, "Prediction": contract.Prediction,
+         "Checklist": contract.ChecklistSummary, "TopCondition": contract.TopCondition, "Model": contract.ModelInfo}
+
+
+@pytest.mark.parametrize("schema", TYPES)
+def test_each_result_type_has_the_documents_fields_and_required_ones(document, schema):
+    """A field added to a type (or the document) without the other fails here; so does a
+    field the wire requires that the type lets go missing (a None default)."""
+    spec = document["components"]["schemas"][schema]
+    fields = {f.name: f for f in dataclasses.fields(TYPES[schema])}
+    assert set(fields) == set(spec["properties"])
+    may_be_left_out = {name for name, f in fields.items() if f.default is None}
+    assert may_be_left_out == set(fields) - set(spec["required"])
+
+
+def test_the_contracts_words_are_the_documents(document):
+    schemas = document["components"]["schemas"]
+    assert schemas["Level"]["enum"] == list(contract.LEVELS)
+    assert schemas["RetakeReason"]["enum"] == list(contract.RETAKE_REASONS)
+    assert schemas["Result"]["properties"]["status"]["enum"] == list(contract.STATUSES)
+    assert schemas["Result"]["properties"]["photo_type"]["enum"] == list(contract.PHOTO_TYPES)
+    assert schemas["AnswerField"]["enum"] == list(contract.ANSWER_FIELDS)
+    assert schemas["Answer"]["enum"] == list(contract.ANSWER_VALUES)
+    assert schemas["Checklist"]["properties"]["level"]["enum"] == ["urgent", "soon", None]
+    assert schemas["Info"]["properties"]["top_k"]["const"] == contract.TOP_K
+    assert f"{contract.MAX_UPLOAD_MB} MB" in schemas["UploadForm"]["properties"]["image"]["description"]
+
+
+def test_a_wire_result_that_breaks_the_contract_is_refused():
+    from skinscan.contract import ContractError, Result
+
+    good = {"status": "ok", "predictions": [{"label": "Melanoma", "probability": 0.5}],
+            "recommendation": {"level": "urgent", "see_doctor": True, "message": "m"},
+            "model": {"name": "n", "version": "v", "sha256": "0" * 64, "backend": "fake"}}
+    assert Result.from_wire(good).disclaimer == contract.DISCLAIMER  # none sent: people still see one
+    for bad in ([], {"status": "weird"}, {**good, "recommendation": {"level": "relax", "see_doctor": False,
+                                                                     "message": "m"}},
+                {**good, "predictions": [{"label": "Melanoma", "probability": 1.5}]},
+                {key: value for key, value in good.items() if key != "model"}):
+        with pytest.raises(ContractError):
+            Result.from_wire(bad)
 
 
 # -- real responses --------------------------------------------------------------------------------
@@ -227,6 +270,7 @@ def test_real_responses_validate_against_the_document(name, client, openapi):
         assert body["error"]["code"] == expected
     elif expected:
         assert body["status"] == expected
+        assert contract.Result.from_wire(body).to_wire() == body  # the client reads back what was sent
         if "answers" in name:
             assert body["checklist"]["answered"] >= 1
         if "raised" in name:

@@ -121,42 +121,42 @@ THRESHOLDS = {"urgent_malignant_probability": 0.3, "soon_risk_probability": 0.6}
 def test_triage_level_follows_the_top_condition(top, level):
     advice = triage.recommend(probabilities(**{top: 0.9}), {"urgent_malignant_probability": 0.95,
                                                             "soon_risk_probability": 1.01})
-    assert advice["level"] == level
-    assert advice["see_doctor"] == (level in ("urgent", "soon"))
+    assert advice.level == level
+    assert advice.see_doctor == (level in ("urgent", "soon"))
 
 
 def test_a_35_percent_melanoma_under_a_40_percent_mole_is_still_urgent():
     advice = triage.recommend(probabilities(**{"Melanocytic nevus": 0.40, "Melanoma": 0.35}), THRESHOLDS)
-    assert advice["level"] == "urgent"
-    assert "Melanoma" in advice["message"]
+    assert advice.level == "urgent"
+    assert "Melanoma" in advice.message
 
 
 def test_combined_malignant_probability_escalates_even_when_each_part_is_small():
     advice = triage.recommend(probabilities(**{"Benign keratosis": 0.5, "Melanoma": 0.16,
                                                "Squamous cell carcinoma": 0.16}), THRESHOLDS)
-    assert advice["level"] == "urgent"
-    assert advice["malignant_probability"] == pytest.approx(0.32)
+    assert advice.level == "urgent"
+    assert advice.malignant_probability == pytest.approx(0.32)
 
 
 def test_risk_below_the_urgent_threshold_but_above_soon_refers_soon():
     advice = triage.recommend(probabilities(**{"Benign keratosis": 0.35, "Melanoma": 0.2,
                                                "Actinic keratosis": 0.42}), THRESHOLDS)
-    assert advice["level"] == "soon"
+    assert advice.level == "soon"
 
 
 def test_an_unsure_benign_answer_still_points_to_a_doctor():
     unsure = triage.recommend(probabilities(**{"Melanocytic nevus": 0.3, "Melanoma": 0.05}),
                               {**THRESHOLDS, "confident_probability": 0.5})
-    assert unsure["level"] == "monitor" and unsure["confident"] is False
-    assert unsure["message"].endswith(triage.UNSURE)
+    assert unsure.level == "monitor" and unsure.confident is False
+    assert unsure.message.endswith(triage.UNSURE)
     sure = triage.recommend(probabilities(**{"Melanocytic nevus": 0.8}), THRESHOLDS)
-    assert sure["confident"] is True and triage.UNSURE not in sure["message"]
+    assert sure.confident is True and triage.UNSURE not in sure.message
 
 
 def test_retake_advice_names_the_problem_and_still_points_to_a_doctor():
     advice = triage.retake("too_dark")
-    assert advice["level"] == "retake"
-    assert "too dark" in advice["message"] and "doctor" in advice["message"]
+    assert advice.level == "retake"
+    assert "too dark" in advice.message and "doctor" in advice.message
 
 
 def test_manifest_round_trip_and_sha256_verification(fixture_model, tmp_path):
@@ -187,14 +187,14 @@ def test_manifests_that_do_not_fit_are_refused(fixture_model, tmp_path, change):
 def test_classifier_returns_top4_descending_with_advice_and_disclaimer(fixture_model, photo):
     classifier = Classifier.load(fixture_model)
     result = classifier.classify_bytes(photo)
-    assert result["status"] == "ok"
-    probabilities_ = [p["probability"] for p in result["predictions"]]
+    assert result.status == "ok"
+    probabilities_ = [p.probability for p in result.predictions]
     assert len(probabilities_) == 4 and probabilities_ == sorted(probabilities_, reverse=True)
-    assert {p["label"] for p in result["predictions"]} <= set(LABELS)
-    assert result["recommendation"]["level"] in triage.LEVELS
-    assert result["disclaimer"] == triage.DISCLAIMER
-    assert result["model"]["sha256"] == read_manifest(manifest_path_for(fixture_model))["sha256"]
-    assert result["top_condition"]["label"] == result["predictions"][0]["label"]
+    assert {p.label for p in result.predictions} <= set(LABELS)
+    assert result.recommendation.level in triage.LEVELS
+    assert result.disclaimer == triage.DISCLAIMER
+    assert result.model.sha256 == read_manifest(manifest_path_for(fixture_model))["sha256"]
+    assert result.top_condition.label == result.predictions[0].label
 
 
 def test_unusable_photos_are_not_recognised_with_retake_advice(fixture_model):
@@ -204,22 +204,22 @@ def test_unusable_photos_are_not_recognised_with_retake_advice(fixture_model):
     buffer = io.BytesIO()
     dark_image.save(buffer, "PNG")
     result = classifier.classify_bytes(buffer.getvalue())
-    assert result["status"] == "not_recognised"
-    assert result["predictions"] == []
-    assert result["recommendation"]["reason"] == "too_dark"
+    assert result.status == "not_recognised"
+    assert result.predictions == ()
+    assert result.recommendation.reason == "too_dark"
     flat = io.BytesIO()
     Image.new("RGB", (120, 120), (180, 140, 120)).save(flat, "PNG")
-    assert classifier.classify_bytes(flat.getvalue())["recommendation"]["reason"] == "too_blurry"
+    assert classifier.classify_bytes(flat.getvalue()).recommendation.reason == "too_blurry"
     tiny = io.BytesIO()
     Image.new("RGB", (8, 8), (180, 140, 120)).save(tiny, "PNG")
-    assert classifier.classify_bytes(tiny.getvalue())["recommendation"]["reason"] == "too_small"
+    assert classifier.classify_bytes(tiny.getvalue()).recommendation.reason == "too_small"
 
 
 def test_the_fake_backend_is_deterministic_and_sees_the_photo(fake_classifier, photo):
     assert fake_classifier.classify_bytes(photo) == fake_classifier.classify_bytes(photo)
     other = image_bytes(seed=3, size=(120, 160))
-    assert fake_classifier.classify_bytes(photo)["predictions"] != fake_classifier.classify_bytes(other)["predictions"]
-    assert fake_classifier.model_info["backend"] == "fake"
+    assert fake_classifier.classify_bytes(photo).predictions != fake_classifier.classify_bytes(other).predictions
+    assert fake_classifier.model_info.backend == "fake"
 
 
 def test_a_fake_model_file_loads_through_the_verified_path(fixture_model):

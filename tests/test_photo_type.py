@@ -33,7 +33,7 @@ def test_the_rule_tells_the_two_photo_types_apart_and_scores_their_means_near_mi
     features, is_dermoscopic = two_clusters(rng)
     scorer = PhotoTypeScorer(fit(features, is_dermoscopic))
     fresh, fresh_truth = two_clusters(rng)
-    kinds = np.array(scorer.kinds(fresh))
+    kinds = np.array(scorer.photo_types(fresh))
     assert np.mean((kinds == "dermoscopic") == fresh_truth) > 0.9
     assert scorer.score(features[~is_dermoscopic].mean(axis=0))[0] == pytest.approx(-1.0, abs=0.05)
     assert scorer.score(features[is_dermoscopic].mean(axis=0))[0] == pytest.approx(1.0, abs=0.05)
@@ -58,15 +58,15 @@ def test_a_ten_percent_melanoma_is_urgent_through_a_dermoscope_but_not_on_a_phon
     probabilities[MELANOMA], probabilities[NEVUS] = 0.10, 0.80
     dermoscopic = fake_classifier.result_from_probabilities(probabilities, "dermoscopic")
     camera = fake_classifier.result_from_probabilities(probabilities, "clinical")
-    assert dermoscopic["recommendation"]["level"] == "urgent" and dermoscopic["photo_type"] == "dermoscopic"
-    assert camera["recommendation"]["level"] == "monitor" and camera["photo_type"] == "clinical"
-    assert "photo_type" not in fake_classifier.result_from_probabilities(probabilities)
+    assert dermoscopic.recommendation.level == "urgent" and dermoscopic.photo_type == "dermoscopic"
+    assert camera.recommendation.level == "monitor" and camera.photo_type == "clinical"
+    assert "photo_type" not in fake_classifier.result_from_probabilities(probabilities).to_wire()
 
 
 @pytest.mark.parametrize("bias,kind", [(-5.0, "clinical"), (5.0, "dermoscopic")])
 def test_a_classified_photo_reports_the_photo_type_its_features_show(fake_classifier, bias, kind):
     fake_classifier.photo_type = PhotoTypeScorer({"weights": [0.0] * 12, "bias": bias})
-    assert fake_classifier.classify_bytes(image_bytes())["photo_type"] == kind
+    assert fake_classifier.classify_bytes(image_bytes()).photo_type == kind
 
 
 def synthetic_validation(rng: np.random.Generator, n: int = 2000):

@@ -47,8 +47,8 @@ AUTHORIZATION = re.compile(
     r"^AWS4-HMAC-SHA256 Credential=(?P<key>[^/]+)/(?P<date>\d{8})/(?P<region>[a-z0-9-]+)/(?P<service>[a-z0-9-]+)"
     r"/aws4_request, SignedHeaders=(?P<signed>[a-z0-9;-]+), Signature=(?P<signature>[0-9a-f]{64})$")
 REQUIRED_SIGNED = {"host", "x-amz-content-sha256", "x-amz-date"}
-RESULT = {"status": "ok", "predictions": [], "recommendation": {"level": "routine", "message": "m"},
-          "disclaimer": "not a diagnosis"}
+RESULT = {"status": "ok", "predictions": [], "recommendation": {"level": "routine", "see_doctor": False, "message": "m"},
+          "disclaimer": "not a diagnosis", "model": {"name": "m", "version": "1", "sha256": "0" * 64, "backend": "fake"}}
 
 
 def check_signature(method: str, path: str, headers, body: bytes, credentials: Credentials,
@@ -254,8 +254,8 @@ def test_the_function_client_signs_through_its_auth_hook(stand_in, credentials, 
     server, url = stand_in
     client = client_module.FunctionClient(url, timeout=10, auth=auth(credentials))
     result = client.classify(photo, filename="p.jpg", answers={"changed_size": "yes"})
-    assert result["status"] == "ok"
-    assert asyncio.run(client.aclassify(photo))["status"] == "ok"
+    assert result.status == "ok"
+    assert asyncio.run(client.aclassify(photo)).status == "ok"
     assert [seen["problem"] for seen in server.seen] == [None, None]
 
 
@@ -273,5 +273,5 @@ def test_the_bot_signs_when_the_stack_says_so(monkeypatch, stand_in, credentials
     services = build_application(settings, with_updater=False).bot_data[SERVICES]
     assert isinstance(services.auth, signing.AwsSigV4Auth) and services.auth.region == REGION
     services.auth._credentials = credentials  # the role's credentials, in Lambda
-    assert asyncio.run(services.client.aclassify(photo))["status"] == "ok"
+    assert asyncio.run(services.client.aclassify(photo)).status == "ok"
     assert stand_in[0].seen[-1]["problem"] is None

@@ -14,6 +14,7 @@ from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 from conftest import free_port, image_bytes
+from skinscan.contract import ContractError, Result
 from skinscan_client import FunctionClient, FunctionError, percent
 from web.app import ERROR_MESSAGES, LEVEL_HEADINGS, MAX_UPLOAD_BYTES, create_app, render_page, result_view
 
@@ -193,15 +194,15 @@ def test_html_in_filename_is_escaped(client):
 def test_function_text_is_escaped_and_odd_answers_are_handled():
     hostile = "<script>alert(1)</script>"
     answer = {"status": "ok", "predictions": [{"label": hostile, "probability": 0.9}],
-              "recommendation": {"level": "soon", "message": hostile},
+              "recommendation": {"level": "soon", "see_doctor": True, "message": hostile},
               "top_condition": {"label": hostile, "description": hostile}, "disclaimer": hostile,
-              "model": {"name": hostile, "version": "1"}}
-    region = result_region(render_page(result=result_view(answer, filename=hostile)))
+              "model": {"name": hostile, "version": "1", "sha256": "0" * 64, "backend": "fake"}}
+    region = result_region(render_page(result=result_view(Result.from_wire(answer), filename=hostile)))
     assert "<script>" not in region and region.count("&lt;script&gt;") >= 6
-    assert result_view({"status": "weird"}) is None and result_view([]) is None
-    assert result_view({"status": "ok"}) is None
-    unknown = result_view({"status": "ok", "predictions": [], "recommendation": {"level": "new"}})
-    assert unknown["heading"] == "Our suggestion" and unknown["level"] == "unknown"
+    for odd in ({"status": "weird"}, [], {"status": "ok"},  # not results: the client refuses them (502 page)
+                {"status": "ok", "predictions": [], "recommendation": {"level": "new"}}):
+        with pytest.raises(ContractError):
+            Result.from_wire(odd)
     assert [percent(p) for p in (0.412, 0.004, 0, 1, 0.995, "x")] == ["41%", "<1%", "0%", "100%", "100%", ""]
     assert percent(0.125) == "13%"  # halves round up, on the page (server and script) and in the bot
 
@@ -262,7 +263,8 @@ RAISED = {"status": "ok", "predictions": [{"label": "Melanocytic nevus", "probab
                              "message": "Please see a doctor or dermatologist soon, ideally within 2 weeks."},
           "checklist": {"score": 4, "answered": 3, "yes": ["changed_size", "irregular_colour"], "unsure": [],
                         "level": "urgent"},
-          "disclaimer": "skinscan is not a diagnosis.", "model": {"name": "m", "version": "1"}}
+          "disclaimer": "skinscan is not a diagnosis.",
+          "model": {"name": "m", "version": "1", "sha256": "0" * 64, "backend": "fake"}}
 
 
 def test_the_form_offers_the_seven_questions_as_radio_groups(down_client):
@@ -296,10 +298,10 @@ def test_form_answers_go_to_the_function_and_the_effect_is_shown(fake_function):
 
 
 def test_answers_that_do_not_raise_say_so():
-    calm = {**RAISED, "recommendation": {"level": "monitor", "message": "Keep an eye on it."},
+    calm = {**RAISED, "recommendation": {"level": "monitor", "see_doctor": False, "message": "Keep an eye on it."},
             "checklist": {"score": 1, "answered": 7, "yes": ["oozing"], "unsure": [], "level": None}}
-    region = result_region(render_page(result=result_view(calm)))
+    region = result_region(render_page(result=result_view(Result.from_wire(calm))))
     assert "did not raise the photo&#39;s suggestion" in region and "photo-alone" not in region
-    plain = result_view({**calm, "checklist": None})
+    plain = result_view(Result.from_wire({**calm, "checklist": None}))
     assert plain["checklist"] is None
     assert 'data-part="checklist"' not in result_region(render_page(result=plain))

@@ -27,8 +27,9 @@ from urllib.parse import urlsplit
 import flask
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from skinscan.contract import MAX_UPLOAD_MB, Level, code_for_status, status_codes
 from skinscan_client import (ANSWER_VALUES, DEFAULT_TIMEOUT_S, MAX_UPLOAD_BYTES, FunctionClient, FunctionError,
-                             checklist_effect, percent)
+                             Result, checklist_effect, percent)
 from skinscan_client.questions import ANSWER_LABELS, EFFECTS, QUESTIONS, RAISED_TO, SOURCE, SOURCE_SHORT
 
 HERE = Path(__file__).resolve().parent
@@ -37,7 +38,7 @@ DEFAULT_FUNCTION_URL = "http://127.0.0.1:8080/"
 FUNCTION_TIMEOUT_S = DEFAULT_TIMEOUT_S
 
 # Plain-words headings for the function's triage levels (the level itself is the function's call).
-LEVEL_HEADINGS = {
+LEVEL_HEADINGS: dict[Level, str] = {
     "urgent": "See a doctor soon, ideally within 2 weeks",
     "soon": "Book a doctor's appointment in the next few weeks",
     "routine": "Not urgent: see a doctor or pharmacist if it does not settle",
@@ -55,8 +56,8 @@ RETAKE_TIPS = (
 
 # Friendly words for the function's error codes and for what can go wrong on the way.
 ERROR_MESSAGES = {
-    "too_large": "This photo is larger than 10 MB. Please choose a smaller photo, or take a new one "
-                 "with your camera.",
+    "too_large": f"This photo is larger than {MAX_UPLOAD_MB} MB. Please choose a smaller photo, or take a new "
+                 "one with your camera.",
     "not_an_image": "This file does not look like a photo we can read. Please choose a JPEG or PNG "
                     "photo of the skin spot.",
     "corrupt_image": "This photo could not be opened; the file may be damaged. Please try another photo.",
@@ -76,62 +77,51 @@ ERROR_MESSAGES = {
     "bad_answer": "One of the answers to the questions could not be read. Please choose Yes, No or Not sure, "
                   "and try again.",
 }
-ERROR_ALIASES = {"unsupported_media_type": "not_an_image", "bad_request": "unexpected"}
+ERROR_ALIASES = {"unsupported_media_type": "not_an_image", "bad_request": "unexpected", "rejected": "unexpected"}
 ERROR_FOOTER = "If you are worried about a skin spot, see a doctor; you do not need this tool for that."
 
 
 def error_code(code: str | None, status: int | None = None) -> str:
-    """The message key for a function error code (or, lacking one, its HTTP status)."""
-    code = ERROR_ALIASES.get(code or "", code or "")
-    if code in ERROR_MESSAGES:
-        return code
-    if status == 413:
-        return "too_large"
-    if status in (502, 503, 504):
-        return "unavailable"
-    if status == 415:
-        return "not_an_image"
+    """The message key for a function error code (or, lacking one, its HTTP status).
+
+    The status rule is the contract's :func:`~skinscan.contract.code_for_status`; the page's script
+    gets the same table (``statusCodes`` in :func:`page_texts`), so the two cannot drift.
+    """
+    for candidate in (code or "", code_for_status(status) if status else ""):
+        candidate = ERROR_ALIASES.get(candidate, candidate)
+        if candidate in ERROR_MESSAGES:
+            return candidate
     return "unexpected"
 
 
-def checklist_view(result: dict[str, Any]) -> dict[str, Any] | None:
+def checklist_view(result: Result) -> dict[str, Any] | None:
     """What the answers did, for the result block: the effect, and the photo's own suggestion."""
     effect = checklist_effect(result)
     if effect is None:
         return None
-    recommendation = result.get("recommendation") or {}
-    raised = recommendation.get("raised_by") == "checklist"
-    photo_level = str(recommendation.get("photo_level", "")) if raised else ""
+    photo_level = result.recommendation.photo_level
+    raised = result.recommendation.raised_by == "checklist" and photo_level is not None
     return {"effect": effect, "raised": raised,
-            "photo": LEVEL_HEADINGS.get(photo_level, DEFAULT_HEADING) if raised else ""}
+            "photo": LEVEL_HEADINGS[photo_level] if raised and photo_level else ""}
 
 
-def result_view(result: dict[str, Any], filename: str = "") -> dict[str, Any] | None:
-    """What the template shows for a function answer, or ``None`` if it is not one we understand."""
-    if not isinstance(result, dict) or result.get("status") not in ("ok", "not_recognised"):
-        return None
-    recommendation = result.get("recommendation")
-    if not isinstance(recommendation, dict):
-        return None
-    level = str(recommendation.get("level", ""))
-    predictions = [
-        {"label": str(p.get("label", "")), "probability": max(0.0, min(1.0, float(p.get("probability", 0)))),
-         "percent": percent(p.get("probability"))}
-        for p in (result.get("predictions") or [])[:4] if isinstance(p, dict)
-    ] if result.get("status") == "ok" else []
-    top = result.get("top_condition") if isinstance(result.get("top_condition"), dict) else None
-    model = result.get("model") if isinstance(result.get("model"), dict) else {}
+def result_view(result: Result, filename: str = "") -> dict[str, Any]:
+    """What the template shows for a function answer (already checked by the client's parser)."""
+    recommendation = result.recommendation
+    predictions = [{"label": p.label, "probability": p.probability, "percent": percent(p.probability)}
+                   for p in result.predictions] if result.status == "ok" else []
+    top = result.top_condition
     return {
-        "status": result["status"],
-        "level": level if level in LEVEL_HEADINGS else "unknown",
-        "heading": LEVEL_HEADINGS.get(level, DEFAULT_HEADING),
-        "message": str(recommendation.get("message", "")),
-        "retake": result["status"] == "not_recognised" or level == "retake",
+        "status": result.status,
+        "level": recommendation.level,
+        "heading": LEVEL_HEADINGS[recommendation.level],
+        "message": recommendation.message,
+        "retake": not result.recognised,
         "predictions": predictions,
-        "top": {"label": str(top.get("label", "")), "description": str(top.get("description", ""))} if top else None,
+        "top": {"label": top.label, "description": top.description} if top else None,
         "checklist": checklist_view(result),
-        "disclaimer": str(result.get("disclaimer", "")),
-        "model": " ".join(str(model.get(key, "")) for key in ("name", "version")).strip(),
+        "disclaimer": result.disclaimer,
+        "model": f"{result.model.name} {result.model.version}".strip(),
         "filename": filename,
     }
 
@@ -146,7 +136,7 @@ SKELETON_VIEW = {"status": "", "level": "unknown", "heading": "", "message": "",
 def page_texts() -> dict[str, Any]:
     """The display words the browser script needs, embedded in the page as a JSON data block."""
     return {"levels": LEVEL_HEADINGS, "defaultHeading": DEFAULT_HEADING, "errors": ERROR_MESSAGES,
-            "errorAliases": ERROR_ALIASES, "maxBytes": MAX_UPLOAD_BYTES,
+            "errorAliases": ERROR_ALIASES, "statusCodes": status_codes(), "maxBytes": MAX_UPLOAD_BYTES,
             "timeoutMs": int(FUNCTION_TIMEOUT_S * 1000), "effects": EFFECTS, "raisedTo": RAISED_TO,
             "answerFields": [field for field, _ in QUESTIONS], "answerValues": list(ANSWER_VALUES)}
 
@@ -209,7 +199,7 @@ def create_app(function_url: str | None = None, auth: Any = None) -> flask.Flask
     app.config["MAX_CONTENT_LENGTH"] = MAX_UPLOAD_BYTES + 256 * 1024
     csp = content_security_policy(origin_of(url))
 
-    def page(status: int = 200, result: dict[str, Any] | None = None, error: str | None = None):
+    def page(status: int = 200, result: dict[str, Any] | None = None, error: str | None = None) -> flask.Response:
         html = render_page(result=result, error=error)
         return flask.Response(html, status=status, mimetype="text/html")
 
@@ -236,10 +226,7 @@ def create_app(function_url: str | None = None, auth: Any = None) -> flask.Flask
                                      answers=form_answers(flask.request.form))
         except FunctionError as failure:
             return page(failure.status, error=error_code(failure.code, failure.status))
-        view = result_view(answer, filename=upload.filename or "")
-        if view is None:
-            return page(502, error="unexpected")
-        return page(result=view)
+        return page(result=result_view(answer, filename=upload.filename or ""))
 
     @app.get("/config.js")
     def config_js():
@@ -289,7 +276,7 @@ def render_page(result: dict[str, Any] | None = None, error: str | None = None,
         static_site=static_site, static_csp=STATIC_CSP, tips=RETAKE_TIPS,
         questions=QUESTIONS, answer_labels=ANSWER_LABELS, checklist_source=SOURCE,
         checklist_source_short=SOURCE_SHORT,
-        texts=page_texts(), max_mb=MAX_UPLOAD_BYTES // (1024 * 1024),
+        texts=page_texts(), max_mb=MAX_UPLOAD_MB,
     )
 
 

@@ -1,4 +1,4 @@
-"""The inference core: one photo in, one result dictionary out.
+"""The inference core: one photo in, one :class:`~skinscan.contract.Result` out.
 
 Every adapter (HTTP function, Lambda, page, bot, CLI) calls
 :meth:`Classifier.classify_bytes`; nothing else decides what a result is.
@@ -14,18 +14,17 @@ from PIL import Image
 
 from . import checklist, quality, triage
 from .backends import Backend
+from .contract import TOP_K, Info, ModelInfo, PhotoType, Prediction, Result, TopCondition
 from .imaging import Preprocessing, decode, to_model_input
 from .labels import DESCRIPTIONS, LABELS
-from .manifest import manifest_path_for, read_manifest
+from .manifest import Manifest, manifest_path_for, read_manifest
 from .metrics import softmax_with_temperature
 from .novelty import NoveltyScorer
 from .phototype import PhotoTypeScorer
 
-TOP_K = 4
-
 
 class Classifier:
-    def __init__(self, backend: Backend, manifest: dict[str, Any]) -> None:
+    def __init__(self, backend: Backend, manifest: Manifest) -> None:
         self.backend = backend
         self.manifest = manifest
         self.preprocessing = Preprocessing.from_dict(manifest["preprocessing"])
@@ -36,7 +35,7 @@ class Classifier:
         self.photo_type = PhotoTypeScorer(manifest["photo_type"]) if manifest.get("photo_type") else None
 
     @classmethod
-    def load(cls, model_path: str | Path, manifest: dict[str, Any] | None = None,
+    def load(cls, model_path: str | Path, manifest: Manifest | None = None,
              backend: str = "auto") -> "Classifier":
         """Load a verified model: the file that runs must hash to the manifest's value."""
         from .backends import load_backend
@@ -45,29 +44,31 @@ class Classifier:
         return cls(load_backend(model_path, manifest, backend), manifest)
 
     @property
-    def model_info(self) -> dict[str, Any]:
-        return {"name": self.manifest.get("name", "skinscan"), "version": self.manifest["version"],
-                "sha256": self.manifest["sha256"], "backend": self.backend.name}
+    def model_info(self) -> ModelInfo:
+        return ModelInfo(name=self.manifest.get("name", "skinscan"), version=self.manifest["version"],
+                         sha256=self.manifest["sha256"], backend=self.backend.name)
 
-    def info(self) -> dict[str, Any]:
-        return {"labels": list(LABELS), "top_k": TOP_K, "model": self.model_info,
+    def info(self) -> Info:
+        return {"labels": list(LABELS), "top_k": TOP_K, "model": self.model_info.to_wire(),
                 "input_size": self.preprocessing.size, "disclaimer": triage.DISCLAIMER,
                 "checklist": checklist.info()}
 
-    def classify_bytes(self, data: bytes, answers: checklist.Answers | None = None) -> dict[str, Any]:
+    def classify_bytes(self, data: bytes, answers: checklist.Answers | None = None) -> Result:
         """Decode, classify, and apply the checklist answers (if any; see :mod:`skinscan.checklist`).
 
         Raises :class:`skinscan.imaging.ImageError` for bad bytes. Without answers the result is
         exactly the photo's.
         """
         result = self.classify_image(decode(data, draft_size=max(2 * self.preprocessing.size, 512)))
-        return checklist.apply(result, answers) if answers else result
+        return checklist.apply(result, answers)
 
-    def photo_types(self, features: np.ndarray) -> list[str | None]:
+    def photo_types(self, features: np.ndarray) -> list[PhotoType | None]:
         """Camera (``clinical``) or ``dermoscopic`` per photo; None where the manifest has no rule."""
-        return self.photo_type.kinds(features) if self.photo_type else [None] * len(features)
+        if self.photo_type is None:
+            return [None] * len(features)
+        return list(self.photo_type.photo_types(features))
 
-    def thresholds_for(self, photo_type: str | None) -> dict[str, Any]:
+    def thresholds_for(self, photo_type: PhotoType | None) -> dict[str, Any]:
         return triage.thresholds_for(self.thresholds, photo_type)
 
     def rejected(self, figures: list[dict[str, float]], features: np.ndarray) -> np.ndarray:
@@ -76,33 +77,28 @@ class Classifier:
         novel = self.novelty.is_novel(features) if self.novelty else np.zeros(len(problems), dtype=bool)
         return problems | novel
 
-    def classify_image(self, image: Image.Image) -> dict[str, Any]:
+    def classify_image(self, image: Image.Image) -> Result:
         problem = quality.problem(quality.measure(image), self.quality_rules)
         if problem is None:
             features, raw = self.backend.run(to_model_input(image, self.preprocessing))
             if self.novelty and self.novelty.is_novel(features)[0]:
                 problem = "not_skin"
         if problem is not None:
-            return {"status": "not_recognised", "predictions": [],
-                    "recommendation": triage.retake(problem),
-                    "disclaimer": triage.DISCLAIMER, "model": self.model_info}
+            return Result(status="not_recognised", predictions=(), recommendation=triage.retake(problem),
+                          model=self.model_info)
         calibrated = softmax_with_temperature(raw, self.temperature)
         return self.result_from_probabilities(calibrated[0], self.photo_types(features)[0])
 
     def result_from_probabilities(self, probabilities: np.ndarray,
-                                  photo_type: str | None = None) -> dict[str, Any]:
+                                  photo_type: PhotoType | None = None) -> Result:
         by_label = {label: float(p) for label, p in zip(LABELS, probabilities)}
         order = np.argsort(-probabilities)[:TOP_K]
         top = LABELS[order[0]]
-        result = {
-            "status": "ok",
-            "predictions": [{"label": LABELS[i], "probability": round(float(probabilities[i]), 4)}
-                            for i in order],
-            "recommendation": triage.recommend(by_label, self.thresholds_for(photo_type)),
-            "top_condition": {"label": top, "description": DESCRIPTIONS[top]},
-            "disclaimer": triage.DISCLAIMER,
-            "model": self.model_info,
-        }
-        if photo_type:
-            result["photo_type"] = photo_type
-        return result
+        return Result(
+            status="ok",
+            predictions=tuple(Prediction(LABELS[i], round(float(probabilities[i]), 4)) for i in order),
+            recommendation=triage.recommend(by_label, self.thresholds_for(photo_type)),
+            top_condition=TopCondition(top, DESCRIPTIONS[top]),
+            photo_type=photo_type,
+            model=self.model_info,
+        )

@@ -9,16 +9,39 @@ from __future__ import annotations
 
 import io
 import logging
+import threading
 import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
+
+from .contract import ERROR_MESSAGES, NO_PIXELS, ErrorCode
 
 # A phone photo is ~12-50 megapixels; anything far beyond that is a
 # decompression bomb, not a photo. ``decode`` refuses it from the header alone.
 MAX_PIXELS = 80_000_000
+
+# What decoding one image may hold in memory, also checked from the header: the bitmap Pillow
+# fills (a JPEG at its draft scale, anything else at full size: PNG, WebP, TIFF, BMP and GIF
+# cannot be decoded smaller) plus the decoder's own buffers. A file of a few hundred kB can
+# claim tens of megapixels, and a small file must not cost gigabytes (issue 19). 160 MiB is
+# about 40 MP of colour (Pillow keeps 4 bytes a pixel), 80 MP of 8 or 16-bit grey, a
+# progressive JPEG of 27-53 MP; a baseline JPEG is read at 1/8 scale and stops at MAX_PIXELS.
+# bench/memory.py measures what it means for a request (README, "Limits").
+MAX_DECODE_BYTES = 160 * 1024 * 1024
+
+# Decodes in flight, all threads together, hold at most this much: a threaded server (gunicorn
+# under functions-framework runs 4 threads a core) works on two of the largest images at once,
+# and further ones wait for memory instead of multiplying it. Two cores gain nothing from more.
+DECODE_BUDGET_BYTES = 2 * MAX_DECODE_BYTES
+
+# Images are converted to 8 bits a band of rows at a time, so no second full-size bitmap
+# (a float copy, a premultiplied-alpha copy) ever exists; about this many pixels a band.
+BAND_PIXELS = 1 << 20
 
 # The formats we promise (see the not_an_image message). Everything else Pillow could open
 # (EPS via Ghostscript, PSD, FITS, ICO, TGA, ...) is attack surface a photo never needs.
@@ -44,12 +67,12 @@ def configure_process() -> None:
 
 
 class ImageError(ValueError):
-    """The bytes are not an image we can read. ``code`` is machine-readable."""
+    """The bytes are not an image we can read. ``code`` is machine-readable (answered 400)."""
 
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
+    def __init__(self, code: ErrorCode, message: str | None = None) -> None:
         self.code = code
-        self.message = message
+        self.message = message or ERROR_MESSAGES[code]
+        super().__init__(self.message)
 
 
 @dataclass(frozen=True)
@@ -87,52 +110,179 @@ def decode(data: bytes, *, draft_size: int | None = None) -> Image.Image:
 
     EXIF orientation is applied (phones store photos sideways), and every mode
     Pillow knows (RGBA, P, L, I;16, CMYK, ...) is flattened to RGB. Animated
-    images use their first frame. ``draft_size`` lets JPEG decoding skip detail
-    we would throw away anyway, which makes 12 MP photos cheap.
+    images use their first frame.
+
+    ``draft_size`` is the smallest side the caller needs: a larger image comes
+    back reduced by a whole factor to no less than that (a JPEG while it is
+    decoded, which makes 12 MP photos cheap; any other format right after, in
+    its own mode, before it is converted). Memory is bounded by what the header
+    says the decode will hold (:data:`MAX_DECODE_BYTES`), never by a full-size
+    float or RGB copy.
     """
     if not data:
-        raise ImageError("empty_image", "The upload is empty.")
+        raise ImageError(ErrorCode.EMPTY_IMAGE)
     try:
         image = Image.open(io.BytesIO(data), formats=FORMATS)
         if image.width * image.height > MAX_PIXELS:  # before a single pixel is decoded
             raise Image.DecompressionBombError(f"{image.width} x {image.height}")
+        full_size = image.size
         if draft_size and image.format in ("JPEG", "MPO"):
             image.draft("RGB", (draft_size, draft_size))
-        image.load()
-        image = ImageOps.exif_transpose(image)
-        image = _to_rgb(image)
+        factor = reduction_factor(image.size, draft_size)
+        cost = decode_cost(image, data, full_size, factor)
+        if cost > MAX_DECODE_BYTES:
+            raise Image.DecompressionBombError(f"{cost} bytes to decode")
+        with _in_flight.reserve(cost):
+            image.load()
+            orientation = image.getexif().get(ORIENTATION_TAG)  # a PNG's eXIf may follow its pixels
+            image = reduced_rgb(image, factor)
+        image = upright(image, orientation)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError("image_too_large", "The image has too many pixels to be a photo.") from None
+        raise ImageError(ErrorCode.IMAGE_TOO_LARGE) from None
     except UnidentifiedImageError:
-        raise ImageError("not_an_image", "The upload is not an image format we can read "
-                         "(use JPEG, PNG, WebP, GIF, BMP or TIFF).") from None
+        raise ImageError(ErrorCode.NOT_AN_IMAGE) from None
     except Exception:  # Pillow's plugins raise many kinds of error on hostile input.
-        raise ImageError("corrupt_image", "The image file is damaged or incomplete.") from None
+        raise ImageError(ErrorCode.CORRUPT_IMAGE) from None
     if min(image.size) < 1:
-        raise ImageError("corrupt_image", "The image has no pixels.")
+        raise ImageError(ErrorCode.CORRUPT_IMAGE, NO_PIXELS)
     return image
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
-    if image.mode == "RGB":
-        return image
+def reduction_factor(size: tuple[int, int], draft_size: int | None) -> int:
+    """The whole factor that keeps the shorter side at ``draft_size`` or more (1: keep the size)."""
+    return max(1, min(size) // draft_size) if draft_size else 1
+
+
+# Bytes a pixel in Pillow's memory; every other mode (RGB included) takes 4.
+_BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
+_START_OF_SCAN = b"\xff\xda"  # a JPEG marker; entropy-coded data escapes every 0xFF, so it is only ever a marker
+
+
+def decode_cost(image: Image.Image, data: bytes, full_size: tuple[int, int], factor: int) -> int:
+    """Bytes that decoding ``image`` (opened, drafted, not loaded) will hold at its peak, from its header.
+
+    The bitmap at the size the decoder fills, the 8-bit RGB image made from it when that is a new
+    one, and the decoder's own buffers: libjpeg keeps every DCT coefficient of the *full-size*
+    image (2 bytes each) for a JPEG of more than one scan, progressive ones included, whatever
+    the draft scale; libtiff reads a whole strip or tile before unpacking it.
+    """
+    width, height = image.size
+    cost = width * height * _BYTES_PER_PIXEL.get(image.mode, 4)
+    if image.mode != "RGB" or factor > 1:
+        cost += -(-width // factor) * -(-height // factor) * 4
+    if image.format in ("JPEG", "MPO") and data.count(_START_OF_SCAN) > 1:
+        layers = getattr(image, "layer", None) or [(0, 1, 1, 0)] * 3
+        h_max, v_max = max(layer[1] for layer in layers), max(layer[2] for layer in layers)
+        share = sum(layer[1] * layer[2] for layer in layers) / (h_max * v_max)
+        cost += int(full_size[0] * full_size[1] * share * 2)
+    elif image.format == "TIFF":
+        tags = getattr(image, "tag_v2", {})
+        if 322 in tags and 323 in tags:  # TileWidth, TileLength
+            rows, row_width = min(int(tags[323]), height), min(int(tags[322]), width)
+        else:
+            rows, row_width = min(int(tags.get(278, height)), height), width  # RowsPerStrip
+        cost += rows * row_width * 8  # up to 8 bytes a pixel as stored (RGBA 16-bit, double)
+    return cost
+
+
+class _DecodeBudget:
+    """Bytes of decoding in flight across threads; a decode waits until its share is free."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.used = total, 0
+        self._changed = threading.Condition()
+
+    @contextmanager
+    def reserve(self, amount: int) -> Iterator[None]:
+        amount = min(amount, self.total)  # one image alone always fits (MAX_DECODE_BYTES is smaller)
+        with self._changed:
+            self._changed.wait_for(lambda: self.used + amount <= self.total)
+            self.used += amount
+        try:
+            yield
+        finally:
+            with self._changed:
+                self.used -= amount
+                self._changed.notify_all()
+
+
+_in_flight = _DecodeBudget(DECODE_BUDGET_BYTES)
+
+ORIENTATION_TAG = 0x0112
+# How to turn a stored image upright for each EXIF orientation (as ImageOps.exif_transpose does).
+_UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+            4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270,
+            7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90}
+
+
+def upright(image: Image.Image, orientation: object) -> Image.Image:
+    """``image`` turned as its EXIF orientation says; applied after reducing, so it turns the small image."""
+    method = _UPRIGHT.get(orientation) if isinstance(orientation, int) else None
+    return image.transpose(method) if method is not None else image
+
+
+def reduced_rgb(image: Image.Image, factor: int = 1) -> Image.Image:
+    """A loaded image of any mode as 8-bit RGB, ``factor`` times smaller (Pillow's box reduction).
+
+    Converting comes first, as when whole images were converted: 16-bit and float pixels are
+    brought to 8 bits and transparency is laid on white before pixels are averaged. It is done a
+    band of rows at a time, so the only full-size bitmap is the one the decoder filled.
+    """
+    if image.mode not in ("RGB", "L"):
+        to_8bit, mode = _band_converter(image)
+        width, height = image.size
+        rows = max(factor, (max(1, BAND_PIXELS // width) // factor) * factor)
+        out = Image.new(mode, (-(-width // factor), -(-height // factor)))
+        for top in range(0, height, rows):
+            band = to_8bit(image.crop((0, top, width, min(height, top + rows))))
+            out.paste(band.reduce(factor) if factor > 1 else band, (0, top // factor))
+        return out if mode == "RGB" else out.convert("RGB")
+    # Averaging commutes with grey -> RGB, so both reduce as they are, without a copy.
+    small = image.reduce(factor) if factor > 1 else image
+    return small if small.mode == "RGB" else small.convert("RGB")
+
+
+def _band_converter(image: Image.Image) -> tuple[Callable[[Image.Image], Image.Image], str]:
+    """The function that turns one band of ``image`` into 8 bits, and the mode it gives ("L" or "RGB")."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        # 16/32-bit greyscale: scale the range down to 8 bits instead of clipping.
-        array = np.asarray(image, dtype=np.float64)
-        top = array.max() or 1.0
-        scale = 255.0 / (65535.0 if top > 255 else 255.0)
-        image = Image.fromarray(np.clip(array * scale, 0, 255).astype(np.uint8), "L")
+        # 16/32-bit greyscale: scale the whole image's range down to 8 bits instead of clipping,
+        # through a table of every 16-bit value (exact: the values the float64 formula gave).
+        levels = np.arange(65536, dtype=np.int64)
+        table = (levels * 255 // 65535 if _brightest(image) > 255 else np.minimum(levels, 255)).astype(np.uint8)
+
+        def deep_grey(band: Image.Image) -> Image.Image:
+            values = np.asarray(band)
+            if values.dtype.itemsize > 2:  # mode I: 32-bit, may lie outside 0..65535
+                values = np.clip(values, 0, 65535)
+            return Image.fromarray(table[values], "L")
+
+        return deep_grey, "L"
     if image.mode == "F":
-        array = np.asarray(image, dtype=np.float64)
-        image = Image.fromarray(np.clip(array, 0, 255).astype(np.uint8), "L")
-    if image.mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        # Transparent areas become white, as a viewer would show them.
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")
+        def floating(band: Image.Image) -> Image.Image:
+            values = np.nan_to_num(np.asarray(band, dtype=np.float32), nan=0.0, posinf=255.0, neginf=0.0)
+            return Image.fromarray(np.clip(values, 0, 255).astype(np.uint8), "L")
+
+        return floating, "L"
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (image.mode == "P" and "transparency" in image.info):
+        def on_white(band: Image.Image) -> Image.Image:
+            # Transparent areas become white, as a viewer would show them.
+            rgba = band.convert("RGBA")
+            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            return Image.alpha_composite(background, rgba).convert("RGB")
+
+        return on_white, "RGB"
+    return (lambda band: band.convert("RGB")), "RGB"
+
+
+def _brightest(image: Image.Image) -> float:
+    """The largest pixel value of a 16/32-bit grey image, read without a full-size copy."""
+    try:
+        return float(image.getextrema()[1])
+    except ValueError:  # Pillow has no extrema for some byte orders (I;16B): a band at a time
+        width, height = image.size
+        rows = max(1, BAND_PIXELS // width)
+        return float(max(np.asarray(image.crop((0, top, width, min(height, top + rows)))).max()
+                         for top in range(0, height, rows)))
 
 
 def square_pixels(image: Image.Image, size: int) -> np.ndarray:

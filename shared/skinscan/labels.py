@@ -7,6 +7,8 @@ refused instead of silently mislabelled.
 
 from __future__ import annotations
 
+from .contract import Level
+
 LABELS: tuple[str, ...] = (
     "Actinic keratosis",
     "Atopic Dermatitis",
@@ -29,7 +31,7 @@ BENIGN: frozenset[str] = frozenset(
 )
 
 # Triage level of each class when it is the most likely one.
-LEVEL_BY_LABEL: dict[str, str] = {
+LEVEL_BY_LABEL: dict[str, Level] = {
     **{label: "urgent" for label in MALIGNANT},
     **{label: "soon" for label in PRECANCEROUS},
     **{label: "routine" for label in INFLAMMATORY_OR_INFECTIOUS},

@@ -11,11 +11,34 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, TypedDict, cast
 
 from .labels import LABELS
 
 MANIFEST_FORMAT = 1
+
+
+class Manifest(TypedDict):
+    """The manifest's shape. A TypedDict, not a class: it is JSON that training writes and edits
+    section by section, and serving reads; the sections' own shapes belong to their readers
+    (:class:`~skinscan.imaging.Preprocessing`, :mod:`.triage`, :mod:`.novelty`, :mod:`.phototype`)."""
+
+    format: int
+    name: NotRequired[str]
+    version: str
+    file: NotRequired[str]
+    bytes: NotRequired[int]
+    sha256: str
+    architecture: NotRequired[str]
+    labels: list[str]
+    preprocessing: dict[str, Any]
+    calibration: dict[str, Any]
+    triage: dict[str, Any]  # thresholds, and the urgent threshold by photo type
+    quality: NotRequired[dict[str, Any]]
+    ood: dict[str, Any]  # the "not recognised" rule
+    photo_type: NotRequired[dict[str, Any]]  # the photo-type rule (clinical or dermoscopic)
+    training: NotRequired[dict[str, Any]]
+    fast_path: NotRequired[dict[str, Any]]  # the verified LiteRT form, derived from sha256
 
 
 class ManifestError(ValueError):
@@ -35,18 +58,18 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def read_manifest(path: str | Path) -> dict[str, Any]:
+def read_manifest(path: str | Path) -> Manifest:
     try:
-        manifest = json.loads(Path(path).read_text())
+        manifest: object = json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise ManifestError(f"manifest not found: {path}") from None
     except (OSError, json.JSONDecodeError) as error:
         raise ManifestError(f"manifest unreadable: {path}: {error}") from None
-    validate(manifest)
-    return manifest
+    return validate(manifest)
 
 
-def validate(manifest: Any) -> None:
+def validate(manifest: object) -> Manifest:
+    """The manifest, checked: raises :class:`ManifestError` where it is not one."""
     if not isinstance(manifest, dict):
         raise ManifestError("manifest is not a JSON object")
     if manifest.get("format") != MANIFEST_FORMAT:
@@ -59,14 +82,15 @@ def validate(manifest: Any) -> None:
     sha = manifest["sha256"]
     if not (isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha)):
         raise ManifestError("manifest sha256 is not a hex digest")
+    return cast(Manifest, manifest)
 
 
-def write_manifest(manifest: dict[str, Any], path: str | Path) -> None:
+def write_manifest(manifest: Manifest | dict[str, Any], path: str | Path) -> None:
     validate(manifest)
     Path(path).write_text(json.dumps(manifest, indent=1, sort_keys=False) + "\n")
 
 
-def verify_model_file(model_path: str | Path, manifest: dict[str, Any]) -> str:
+def verify_model_file(model_path: str | Path, manifest: Manifest) -> str:
     """Return the file's sha256, or raise if it is not the file the manifest describes."""
     actual = sha256_file(model_path)
     if actual != manifest["sha256"]:
@@ -78,7 +102,7 @@ def verify_model_file(model_path: str | Path, manifest: dict[str, Any]) -> str:
 
 
 def new_manifest(model_path: str | Path, preprocessing: dict[str, Any], version: str,
-                 **extra: Any) -> dict[str, Any]:
+                 **extra: Any) -> Manifest:
     """A manifest for a freshly written model, before calibration tunes it.
 
     The defaults are conservative: no temperature change, a low malignant
@@ -88,7 +112,7 @@ def new_manifest(model_path: str | Path, preprocessing: dict[str, Any], version:
     from .triage import DEFAULT_THRESHOLDS
 
     path = Path(model_path)
-    manifest = {
+    manifest: dict[str, Any] = {
         "format": MANIFEST_FORMAT,
         "name": "skinscan-densenet121",
         "version": version,
@@ -104,4 +128,4 @@ def new_manifest(model_path: str | Path, preprocessing: dict[str, Any], version:
         "ood": {"method": "none"},
     }
     manifest.update(extra)
-    return manifest
+    return cast(Manifest, manifest)

@@ -17,9 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from .contract import PHOTO_TYPES, PhotoType
 from .linear import fisher_discriminant, linear_score
 
-CLINICAL, DERMOSCOPIC = "clinical", "dermoscopic"
+CLINICAL, DERMOSCOPIC = PHOTO_TYPES  # the wire's words: an ordinary camera or phone, a dermoscope
 
 
 def fit(features: np.ndarray, is_dermoscopic: np.ndarray, shrinkage: float = 0.1) -> dict[str, Any]:
@@ -36,5 +37,5 @@ class PhotoTypeScorer:
     def score(self, features: np.ndarray) -> np.ndarray:
         return linear_score(self.spec, features)
 
-    def kinds(self, features: np.ndarray) -> list[str]:
+    def photo_types(self, features: np.ndarray) -> list[PhotoType]:
         return [CLINICAL if s < self.cut else DERMOSCOPIC for s in self.score(features)]

@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from .contract import RetakeReason
+
 DEFAULT_QUALITY = {"min_side": 64, "min_brightness": 25.0, "max_brightness": 250.0,
                    "min_sharpness": 4.0, "min_colourfulness": 3.0, "analysis_size": 256}
 
@@ -22,8 +24,13 @@ def measure(image: Image.Image, analysis_size: int = 256) -> dict[str, float]:
     depend on the camera's resolution. Colourfulness is Hasler and
     Suesstrunk's measure: about 0 for black-and-white images, 15-100 for
     photos of skin.
+
+    :func:`skinscan.imaging.decode` hands over images already reduced near the
+    size the caller needs; a larger one is first box-reduced to no less than
+    four times the analysis size (in place of a full-size copy).
     """
-    small = image.copy()
+    factor = min(image.size) // (4 * analysis_size)
+    small = image.reduce(factor) if factor > 1 else image.copy()
     small.thumbnail((analysis_size, analysis_size), Image.BILINEAR)
     rgb = np.asarray(small.convert("RGB"), dtype=np.float32)
     rg = rgb[..., 0] - rgb[..., 1]
@@ -36,7 +43,7 @@ def measure(image: Image.Image, analysis_size: int = 256) -> dict[str, float]:
             "sharpness": float(laplacian.var()), "colourfulness": colourfulness}
 
 
-def problem(figures: dict[str, float], rules: dict[str, Any]) -> str | None:
+def problem(figures: dict[str, float], rules: dict[str, Any]) -> RetakeReason | None:
     """The first reason a photo with these :func:`measure` figures is unusable, or ``None``."""
     if figures["min_side"] < rules["min_side"]:
         return "too_small"

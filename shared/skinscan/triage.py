@@ -8,19 +8,15 @@ on validation data put them.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Final
 
+from .contract import DISCLAIMER, LEVELS, REFERRAL_LEVELS, Level, Recommendation, RetakeReason
 from .labels import LABELS, LEVEL_BY_LABEL, MALIGNANT, PRECANCEROUS
 
-LEVELS = ("urgent", "soon", "routine", "monitor", "retake")
-REFERRAL_LEVELS = frozenset({"urgent", "soon"})
+__all__ = ["DISCLAIMER", "LEVELS", "REFERRAL_LEVELS", "recommend", "retake", "thresholds_for"]
 
-DISCLAIMER = (
-    "skinscan is not a diagnosis and not a substitute for a doctor. It can be wrong. "
-    "If a spot is new, changing, bleeding, itchy or worries you, see a doctor."
-)
-
-MESSAGES = {
+MESSAGES: Final[Mapping[Level, str]] = {
     "urgent": "Please see a doctor or dermatologist soon, ideally within 2 weeks. This photo shares "
               "features with a skin cancer ({label}); most such spots turn out fine, but only an "
               "examination can tell.",
@@ -34,7 +30,7 @@ MESSAGES = {
               "good light with the spot in the centre, and try again. If you are worried, see a doctor.",
 }
 
-RETAKE_REASONS = {
+RETAKE_REASONS: Final[Mapping[RetakeReason, str]] = {
     "too_small": "the image is too small",
     "too_dark": "the photo is too dark",
     "too_bright": "the photo is overexposed",
@@ -64,39 +60,36 @@ def thresholds_for(thresholds: dict[str, Any], photo_type: str | None) -> dict[s
     return thresholds
 
 
-def recommend(probabilities: dict[str, float], thresholds: dict[str, Any]) -> dict[str, Any]:
+def recommend(probabilities: Mapping[str, float], thresholds: Mapping[str, Any]) -> Recommendation:
     """Triage for a recognised photo. ``probabilities`` maps every label to its probability."""
-    top_label = max(probabilities, key=probabilities.get)
+    top_label = max(probabilities, key=probabilities.__getitem__)
     malignant = sum(probabilities[label] for label in MALIGNANT)
     at_risk = malignant + sum(probabilities[label] for label in PRECANCEROUS)
     level = LEVEL_BY_LABEL[top_label]
     reason_label = top_label
     if malignant >= thresholds["urgent_malignant_probability"]:
         level = "urgent"
-        reason_label = max(MALIGNANT, key=probabilities.get)
+        reason_label = max(MALIGNANT, key=probabilities.__getitem__)
     elif level in ("routine", "monitor") and at_risk >= thresholds["soon_risk_probability"]:
         level = "soon"
-        reason_label = max(MALIGNANT | PRECANCEROUS, key=probabilities.get)
+        reason_label = max(MALIGNANT | PRECANCEROUS, key=probabilities.__getitem__)
     if level == "urgent" and reason_label not in MALIGNANT:
-        reason_label = max(MALIGNANT, key=probabilities.get)
+        reason_label = max(MALIGNANT, key=probabilities.__getitem__)
     unsure = probabilities[top_label] < thresholds.get("confident_probability", 0.5)
     message = MESSAGES[level].format(label=reason_label)
-    return {
-        "level": level,
-        "see_doctor": level in REFERRAL_LEVELS,
-        "malignant_probability": round(malignant, 4),
-        "confident": not unsure,
-        "message": message + UNSURE if unsure and level not in REFERRAL_LEVELS else message,
-    }
+    return Recommendation(
+        level=level,
+        see_doctor=level in REFERRAL_LEVELS,
+        malignant_probability=round(malignant, 4),
+        confident=not unsure,
+        message=message + UNSURE if unsure and level not in REFERRAL_LEVELS else message,
+    )
 
 
-def retake(reason: str) -> dict[str, Any]:
-    return {
-        "level": "retake",
-        "see_doctor": False,
-        "reason": reason,
-        "message": MESSAGES["retake"].format(reason=RETAKE_REASONS.get(reason, reason)),
-    }
+def retake(reason: RetakeReason) -> Recommendation:
+    return Recommendation(level="retake", see_doctor=False, reason=reason,
+                          message=MESSAGES["retake"].format(reason=RETAKE_REASONS[reason]))
 
 
 assert set(LEVEL_BY_LABEL.values()) <= set(LEVELS) and len(LABELS) == 9
+assert set(MESSAGES) == set(LEVELS)

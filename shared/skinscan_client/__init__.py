@@ -3,11 +3,13 @@
 It speaks the function's HTTP contract (``multipart/form-data``: field ``image``
 plus the checklist answers) and owns what every caller would otherwise repeat:
 the timeout, the upload size limit, mapping every failure to one
-:class:`FunctionError`, the percentage format, and the disclaimer fallback.
+:class:`FunctionError`, and the percentage format. An answer is parsed into the
+contract's :class:`~skinscan.contract.Result` (which also supplies the disclaimer
+when an answer lacks one), so callers read typed fields, never a dict.
 ``auth`` takes any ``httpx.Auth`` (e.g. SigV4 signing for an IAM-protected URL).
 
-It does not import ``skinscan`` (the serving core): a client needs no numpy,
-Pillow or model. Nothing about an image but its size ever reaches a log line.
+Of ``skinscan`` it imports only :mod:`skinscan.contract` (standard library): a client
+needs no numpy, Pillow or model. Nothing about an image but its size ever reaches a log line.
 """
 
 from __future__ import annotations
@@ -17,42 +19,36 @@ import math
 import re
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 import httpx
+
+from skinscan.contract import (DISCLAIMER, MAX_UPLOAD_BYTES, REJECTED, TIMEOUT, UNAVAILABLE, UNEXPECTED,
+                               UPLOAD_FIELD, ContractError, ErrorCode, Result, code_for_status)
 
 from .questions import ANSWER_VALUES, FIELDS, QUESTIONS, checklist_effect
 
 __all__ = ["ANSWER_VALUES", "DEFAULT_TIMEOUT_S", "DISCLAIMER", "FIELDS", "FunctionClient", "FunctionError",
-           "MAX_UPLOAD_BYTES", "QUESTIONS", "checklist_effect", "disclaimer_of", "percent"]
+           "MAX_UPLOAD_BYTES", "QUESTIONS", "Result", "checklist_effect", "percent"]
 
 log = logging.getLogger("skinscan_client")
 
-# The function refuses larger uploads with 413 (functions.http_api.MAX_UPLOAD_BYTES; a test pins both).
-MAX_UPLOAD_BYTES = 10 * 1024 * 1024
-DEFAULT_TIMEOUT_S = 30.0
-MAX_ANSWER_BYTES = 1024 * 1024  # a classify answer is a few kB; more is not the function talking
+DEFAULT_TIMEOUT_S: Final = 30.0
+MAX_ANSWER_BYTES: Final = 1024 * 1024  # a classify answer is a few kB; more is not the function talking
 
-# The fallback when an answer carries no disclaimer; the function's own text wins (a test pins equality
-# with skinscan.triage.DISCLAIMER).
-DISCLAIMER = (
-    "skinscan is not a diagnosis and not a substitute for a doctor. It can be wrong. "
-    "If a spot is new, changing, bleeding, itchy or worries you, see a doctor."
-)
-
-UNREADABLE_CODES = frozenset({"empty_image", "not_an_image", "corrupt_image", "image_too_large",
-                              "unsupported_media_type"})
+UNREADABLE_CODES: Final = frozenset({ErrorCode.EMPTY_IMAGE, ErrorCode.NOT_AN_IMAGE, ErrorCode.CORRUPT_IMAGE,
+                                     ErrorCode.IMAGE_TOO_LARGE, ErrorCode.UNSUPPORTED_MEDIA_TYPE})
 _SAFE_MIMETYPE = re.compile(r"^[A-Za-z0-9.+-]+/[A-Za-z0-9.+-]+$")
 
 
-def percent(probability: Any) -> str:
+def percent(probability: object) -> str:
     """``0.412`` -> ``"41%"``; halves round up (``0.125`` -> ``"13%"``, as JavaScript's Math.round);
     a tiny non-zero value reads ``"<1%"`` rather than a misleading ``"0%"``; not a number -> ``""``.
 
     The page's script mirrors this exactly (``Math.round(v * 100)`` = ``floor(v * 100 + 0.5)``).
     """
     try:
-        value = float(probability)
+        value = float(probability)  # type: ignore[arg-type]  # anything float() takes; the rest is ""
     except (TypeError, ValueError):
         return ""
     if not math.isfinite(value):
@@ -62,18 +58,12 @@ def percent(probability: Any) -> str:
     return f"{math.floor(min(max(value, 0.0), 1.0) * 100 + 0.5)}%"
 
 
-def disclaimer_of(result: Any) -> str:
-    """The function's own disclaimer (it may change with the model); the fallback otherwise."""
-    text = result.get("disclaimer") if isinstance(result, dict) else None
-    return text if isinstance(text, str) and text.strip() else DISCLAIMER
-
-
 class FunctionError(Exception):
     """The function gave no usable answer.
 
     ``code``: the function's error code (``too_large``, ``corrupt_image``, ``bad_answer``,
-    ``model_unavailable``...) or, when it gave none, ``timeout``, ``unavailable`` (unreachable or a
-    5xx) or ``unexpected`` (an answer that is not a classify result).
+    ``model_unavailable``...) or, when it gave none, the client's own (``timeout``,
+    ``unavailable``, ``unexpected``, ``rejected``: :func:`skinscan.contract.code_for_status`).
     ``status``: what a proxy passes on: the function's 4xx, 503 for its 5xx or no connection,
     504 for a timeout, 502 for nonsense. ``field``: the request field a ``bad_answer`` names.
     """
@@ -86,17 +76,11 @@ class FunctionError(Exception):
     def kind(self) -> str:
         """A coarse kind for callers that need few words: timeout, too_large, unreadable,
         bad_answer, unavailable, rejected (another 4xx: a bug on our side)."""
-        if self.code == "timeout":
-            return "timeout"
-        if self.code == "too_large" or self.status == 413:
-            return "too_large"
-        if self.code in UNREADABLE_CODES or self.status == 415:
+        if self.code in (TIMEOUT, ErrorCode.TOO_LARGE, ErrorCode.BAD_ANSWER, UNAVAILABLE):
+            return str(self.code)
+        if self.code in UNREADABLE_CODES:
             return "unreadable"
-        if self.code == "bad_answer":
-            return "bad_answer"
-        if 400 <= self.status < 500:
-            return "rejected"
-        return "unavailable"
+        return REJECTED if 400 <= self.status < 500 else UNAVAILABLE
 
 
 class FunctionClient:
@@ -110,7 +94,7 @@ class FunctionClient:
 
     # -- the two ways to call --------------------------------------------------------------------
     def classify(self, data: bytes, *, filename: str = "photo", content_type: str = "image/jpeg",
-                 answers: Mapping[str, str] | None = None) -> dict[str, Any]:
+                 answers: Mapping[str, str] | None = None) -> Result:
         """POST the photo (and answers) and return the function's result; raises :class:`FunctionError`."""
         request = self._request_kwargs(data, filename, content_type, answers)
         started = time.monotonic()
@@ -122,7 +106,7 @@ class FunctionClient:
         return self._result(response, len(data), started)
 
     async def aclassify(self, data: bytes, *, filename: str = "photo", content_type: str = "image/jpeg",
-                        answers: Mapping[str, str] | None = None) -> dict[str, Any]:
+                        answers: Mapping[str, str] | None = None) -> Result:
         """The same as :meth:`classify`, for asyncio callers (the bot)."""
         request = self._request_kwargs(data, filename, content_type, answers)
         started = time.monotonic()
@@ -138,12 +122,12 @@ class FunctionClient:
     def _request_kwargs(self, data: bytes, filename: str, content_type: str,
                         answers: Mapping[str, str] | None) -> dict[str, Any]:
         if len(data) > MAX_UPLOAD_BYTES:
-            raise FunctionError("too_large", 413, f"{len(data)} bytes")
+            raise FunctionError(ErrorCode.TOO_LARGE, 413, f"{len(data)} bytes")
         if not data:
-            raise FunctionError("empty_image", 400)
+            raise FunctionError(ErrorCode.EMPTY_IMAGE, 400)
         content_type = content_type if _SAFE_MIMETYPE.match(content_type or "") else "application/octet-stream"
         fields = {str(k): str(v) for k, v in (answers or {}).items() if v not in (None, "")}
-        request: dict[str, Any] = {"files": {"image": (filename or "photo", data, content_type)},
+        request: dict[str, Any] = {"files": {UPLOAD_FIELD: (filename or "photo", data, content_type)},
                                    "headers": {"Accept": "application/json"}}
         if fields:
             request["data"] = fields
@@ -154,34 +138,41 @@ class FunctionClient:
             return error
         if isinstance(error, httpx.TimeoutException):
             log.warning("classify function timed out after %.1f s (%d bytes)", time.monotonic() - started, size)
-            return FunctionError("timeout", 504, f"no answer within {self.timeout} s")
+            return FunctionError(TIMEOUT, 504, f"no answer within {self.timeout} s")
         log.warning("classify function unreachable: %s", type(error).__name__)
         if isinstance(error, (httpx.HTTPError, OSError)):
-            return FunctionError("unavailable", 503, type(error).__name__)
-        return FunctionError("unexpected", 502, type(error).__name__)  # e.g. a malformed URL
+            return FunctionError(UNAVAILABLE, 503, type(error).__name__)
+        return FunctionError(UNEXPECTED, 502, type(error).__name__)  # e.g. a malformed URL
 
-    def _result(self, response: httpx.Response, size: int, started: float) -> dict[str, Any]:
-        payload: Any = None
+    def _result(self, response: httpx.Response, size: int, started: float) -> Result:
+        payload: object = None
         if len(response.content) <= MAX_ANSWER_BYTES:
             try:
                 payload = response.json()
             except ValueError:
                 payload = None
-        if response.status_code == 200:
-            if isinstance(payload, dict) and payload.get("status") in ("ok", "not_recognised"):
-                log.info("classified %d bytes in %.2f s: %s", size, time.monotonic() - started,
-                         payload["status"])
-                return payload
-            log.warning("classify function answered 200 without a result")
-            raise FunctionError("unexpected", 502, "not a classify result")
-        error = payload.get("error") if isinstance(payload, dict) else None
-        code = str(error.get("code", "")) if isinstance(error, dict) else ""
-        field = error.get("field") if isinstance(error, dict) and isinstance(error.get("field"), str) else None
-        log.warning("classify function answered %d %s", response.status_code, code or "(no error code)")
         status = response.status_code
+        if status == 200:
+            try:
+                result = Result.from_wire(payload)
+            except ContractError as error:
+                log.warning("classify function answered 200 without a result: %s", error)
+                raise FunctionError(UNEXPECTED, 502, "not a classify result") from None
+            log.info("classified %d bytes in %.2f s: %s", size, time.monotonic() - started, result.status)
+            return result
+        code, field = _error_of(payload)
+        log.warning("classify function answered %d %s", status, code or "(no error code)")
         if status >= 500:
-            raise FunctionError(code or "unavailable", 503, f"HTTP {status}")
+            raise FunctionError(code or UNAVAILABLE, 503, f"HTTP {status}")
         if 400 <= status < 500:
-            raise FunctionError(code or ("too_large" if status == 413 else "rejected"), status, f"HTTP {status}",
-                                field=field)
-        raise FunctionError("unexpected", 502, f"HTTP {status}")
+            raise FunctionError(code or code_for_status(status), status, f"HTTP {status}", field=field)
+        raise FunctionError(UNEXPECTED, 502, f"HTTP {status}")
+
+
+def _error_of(payload: object) -> tuple[str, str | None]:
+    """``(code, field)`` of an error answer; ``""`` and ``None`` where it has none."""
+    error = payload.get("error") if isinstance(payload, dict) else None
+    if not isinstance(error, dict):
+        return "", None
+    field = error.get("field")
+    return str(error.get("code") or ""), field if isinstance(field, str) else None

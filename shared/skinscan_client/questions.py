@@ -3,13 +3,13 @@
 The rule itself (fields, points, levels) lives in the serving core,
 ``skinscan.checklist``; the function applies it. This module holds only what
 people read, so the page and the bot (which do not import the core) ask the
-same questions. A test pins that the fields here are the core's fields.
+same questions. The fields and values are the contract's (:mod:`skinscan.contract`).
 Standard library only: the page's template renders these without httpx.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from skinscan.contract import ANSWER_FIELDS, ANSWER_VALUES, Result
 
 SOURCE = ("These are the questions of the weighted 7-point checklist that UK family doctors use for "
           "changing moles and pigmented spots (NICE guideline NG12, suspected cancer). Three of them "
@@ -26,8 +26,8 @@ QUESTIONS: tuple[tuple[str, str], ...] = (
     ("oozing", "Does it ooze, crust or bleed?"),
     ("sensation", "Does it itch, hurt or feel different?"),
 )
-FIELDS = tuple(field for field, _ in QUESTIONS)
-ANSWER_VALUES = ("yes", "no", "unsure")
+FIELDS = ANSWER_FIELDS
+assert tuple(field for field, _ in QUESTIONS) == FIELDS, "one question per checklist field, in its order"
 ANSWER_LABELS = {"yes": "Yes", "no": "No", "unsure": "Not sure"}
 
 # What the answers did, in the page's and the bot's words (the level names are the function's).
@@ -43,16 +43,14 @@ EFFECTS = {  # {to}: RAISED_TO[level]; {score}: the checklist score. The page's 
 }
 
 
-def checklist_effect(result: Any) -> str | None:
+def checklist_effect(result: Result) -> str | None:
     """One sentence on what the answers did to a classify result; ``None`` when none were given."""
-    if not isinstance(result, dict) or not isinstance(result.get("checklist"), dict):
+    summary = result.checklist
+    if summary is None:
         return None
-    summary = result["checklist"]
-    recommendation = result.get("recommendation") if isinstance(result.get("recommendation"), dict) else {}
-    level = recommendation.get("level")
-    score = summary.get("score", 0)
-    if recommendation.get("raised_by") == "checklist" and level in RAISED_TO:
-        return EFFECTS["raised"].format(to=RAISED_TO[level], score=score)
-    if summary.get("level") in RAISED_TO:
-        return EFFECTS["agree"].format(score=score)
-    return EFFECTS["stands"].format(score=score)
+    level = result.recommendation.level
+    if result.recommendation.raised_by == "checklist" and level in RAISED_TO:
+        return EFFECTS["raised"].format(to=RAISED_TO[level], score=summary.score)
+    if summary.level in RAISED_TO:
+        return EFFECTS["agree"].format(score=summary.score)
+    return EFFECTS["stands"].format(score=summary.score)

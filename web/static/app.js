@@ -58,13 +58,15 @@
     return Math.round(Math.min(Math.max(value, 0), 1) * 100) + "%";
   }
 
+  // The function's code, else the code for its status: the table is skinscan.contract's
+  // code_for_status (texts.statusCodes), the same rule the page's server side uses.
   function errorKey(code, status) {
-    code = texts.errorAliases[code] || code;
-    if (code && texts.errors[code]) return code;
-    if (status === 413) return "too_large";
-    if (status === 415) return "not_an_image";
-    if (status === 429) return "unavailable";  // rate limit (WAF) or the function's concurrency cap
-    if (status === 502 || status === 503 || status === 504) return "unavailable";
+    var byStatus = texts.statusCodes[status] || (status >= 500 ? "unavailable" : "unexpected");
+    var candidates = [code, byStatus];
+    for (var i = 0; i < candidates.length; i++) {
+      var key = texts.errorAliases[candidates[i]] || candidates[i];
+      if (key && texts.errors[key]) return key;
+    }
     return "unexpected";
   }
 

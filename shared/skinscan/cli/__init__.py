@@ -133,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_classify(args: argparse.Namespace) -> int:
+    from ..contract import ErrorBody, ErrorCode
     from ..imaging import ImageError
     from ..service import load_classifier
     from ..store import ModelUnavailable
@@ -140,17 +141,20 @@ def run_classify(args: argparse.Namespace) -> int:
     try:
         classifier = load_classifier(args.model)  # None: SKINSCAN_MODEL_URI or the shipped model
     except ModelUnavailable as error:
-        print(json.dumps({"error": {"code": "model_unavailable", "message": str(error)}}), file=sys.stderr)
+        print(json.dumps(ErrorBody(ErrorCode.MODEL_UNAVAILABLE, str(error)).to_wire()), file=sys.stderr)
         return 3
     failures = 0
     for path in args.images:
+        answer: dict[str, object]
         try:
-            result = classifier.classify_bytes(path.read_bytes())
-        except (OSError, ImageError) as error:
+            answer = classifier.classify_bytes(path.read_bytes()).to_wire()
+        except ImageError as error:
             failures += 1
-            result = {"error": {"code": getattr(error, "code", "unreadable"),
-                                "message": getattr(error, "message", None) or str(error)}}
-        print(json.dumps({"file": str(path), **result}, indent=2))
+            answer = ErrorBody(error.code, error.message).to_wire()
+        except OSError as error:
+            failures += 1
+            answer = {"error": {"code": "unreadable", "message": str(error)}}
+        print(json.dumps({"file": str(path), **answer}, indent=2))
     return 1 if failures else 0
 
 
