@@ -28,6 +28,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+with contextlib.suppress(ImportError):
+    # PyTorch's vision ops must load before TensorFlow in one process, or it segfaults
+    # (skinscan.training.torch_networks); any test may be the first to load TensorFlow.
+    import torchvision  # noqa: F401
+
 from fakes import FakeBackend, fake_manifest, is_fake_model, write_fake_model
 from skinscan import configure_process
 

@@ -31,23 +31,30 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--web-port", type=int, default=8000)
     serve.set_defaults(run=run_serve)
 
-    train = commands.add_parser("train", help="train the DenseNet121 from scratch on a photo folder")
+    train = commands.add_parser("train", help="train the DenseNet121 (or its ImageNet teacher) in PyTorch",
+                                description="One PyTorch trainer for CPU (bf16 where supported) and GPU. "
+                                            "The student is the served DenseNet121; `skinscan export` writes it "
+                                            "as the seed's Keras .h5.")
     train.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    train.add_argument("--out", type=Path, required=True)
-    train.add_argument("--image-size", type=int, default=160)
+    train.add_argument("--out", type=Path, required=True, help="the run's folder (checkpoints, state.json)")
+    train.add_argument("--role", choices=["student", "teacher"], default="student",
+                       help="student: the served DenseNet121; teacher: an ImageNet EfficientNet-Lite")
+    train.add_argument("--teacher-name", choices=["lite0", "lite1", "lite2"], default="lite0")
+    train.add_argument("--teacher", type=Path, metavar="BEST.pt", help="distil from this teacher run's checkpoint")
+    train.add_argument("--distill-weight", type=float, default=0.7, help="a in (1-a)*CE + a*T^2*KL")
+    train.add_argument("--temperature", type=float, default=2.0)
+    train.add_argument("--image-size", type=int, default=128)
     train.add_argument("--epochs", type=int,
                        help="length of the cosine schedule (default 30; with --resume: the run's own)")
-    train.add_argument("--steps-per-epoch", type=int, help="batches per epoch (default: one pass's worth)")
+    train.add_argument("--steps-per-epoch", type=int, default=100)
     train.add_argument("--batch-size", type=int, default=32)
-    train.add_argument("--learning-rate", type=float, default=2e-3)
+    train.add_argument("--learning-rate", type=float, default=4e-4)
     train.add_argument("--time-budget", type=float, metavar="MINUTES",
                        help="fit the cosine schedule into this many minutes (a resumed run stops there)")
-    train.add_argument("--resume", type=Path, metavar="CHECKPOINT",
-                       help="continue the run whose checkpoint directory (or a file in it) this is")
-    train.add_argument("--weights", type=Path, help="start the DenseNet121 backbone from a local weights file")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     train.add_argument("--init-model", type=Path, metavar="MODEL.h5",
-                       help="warm start from a trained skinscan model (its split's lesions all go to train)")
-    train.add_argument("--split", type=Path, help="reuse (or write) this split file")
+                       help="warm start the student from a trained skinscan .h5 (or a student .pt)")
+    train.add_argument("--split", type=Path, help="the lesion-grouped split file (default: the shipped model's)")
     train.add_argument("--cache", type=Path, help="keep the decoded photos here between runs")
     train.add_argument("--pairs", type=int, default=4, help="two-view lesions per batch (0: off)")
     train.add_argument("--consistency", type=float, default=0.3, help="weight of the two-view agreement loss")
@@ -58,8 +65,17 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--no-style-augmentation", action="store_true",
                        help="only crops, flips and mild colour (for the ablation)")
     train.add_argument("--val-limit", type=int, default=900, help="validation photos scored every epoch")
+    train.add_argument("--device", default="auto", help="auto, cpu or cuda")
     train.add_argument("--seed", type=int, default=42)
     train.set_defaults(run=run_train)
+
+    export = commands.add_parser("export", help="write a trained student checkpoint as the seed's Keras .h5, "
+                                                "checked against the PyTorch network on real photos")
+    export.add_argument("checkpoint", type=Path, help="a student run's best.pt (or last.pt)")
+    export.add_argument("--out", type=Path, required=True, help="the .h5 to write (its manifest goes beside it)")
+    export.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    export.add_argument("--split", type=Path, help="the run's split file (default: the shipped model's)")
+    export.set_defaults(run=run_export)
 
     evaluate = commands.add_parser("evaluate", help="measure a model on held-out photos and non-skin negatives")
     evaluate.add_argument("--model", type=Path, default=None, help="the .h5 (default: the shipped model)")
@@ -165,17 +181,31 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from ..training.torch_train import TorchTrainConfig, train  # PyTorch before any TensorFlow import
     from ..training.augment import AugmentConfig
-    from ..training.train import TrainConfig, train
+    from ..store import SHIPPED_MODEL
 
-    train(TrainConfig(data=args.data, out=args.out, image_size=args.image_size, epochs=args.epochs,
-                      steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
-                      learning_rate=args.learning_rate, time_budget_minutes=args.time_budget,
-                      resume=args.resume, weights=args.weights, init_model=args.init_model,
-                      split_file=args.split, cache_dir=args.cache,
-                      pairs_per_batch=args.pairs, consistency=args.consistency, class_power=args.class_power,
-                      clinical_share=args.clinical_share, val_limit=args.val_limit, seed=args.seed,
-                      augmentation=AugmentConfig(style=not args.no_style_augmentation)))
+    config = TorchTrainConfig(
+        data=args.data, out=args.out, split_file=_split_for(SHIPPED_MODEL, args.split), role=args.role,
+        teacher_name=args.teacher_name, image_size=args.image_size, teacher_checkpoint=args.teacher,
+        distill_weight=args.distill_weight, temperature=args.temperature, init_model=args.init_model,
+        epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
+        learning_rate=args.learning_rate, time_budget_minutes=args.time_budget, cache_dir=args.cache,
+        pairs_per_batch=args.pairs, consistency=args.consistency, class_power=args.class_power,
+        clinical_share=args.clinical_share, val_limit=args.val_limit, device=args.device, seed=args.seed,
+        augmentation=AugmentConfig(style=not args.no_style_augmentation))
+    train(config, resume=args.resume)
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from ..training.torch_train import export_run  # PyTorch before any TensorFlow import
+    from ..store import SHIPPED_MODEL
+
+    record = export_run(args.checkpoint, args.out, args.data, _split_for(SHIPPED_MODEL, args.split))
+    check = record["export_check"]
+    print(f"wrote {args.out}: the Keras model matches the PyTorch network on {check['photos']} validation photos "
+          f"(max |dp| {check['max_abs_difference']:.1e}); calibrate it next")
     return 0
 
 

@@ -8,7 +8,6 @@ Written against Keras 3's public API only (``keras.ops``, ``PyDataset``,
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -20,6 +19,7 @@ from keras import ops
 from ..imaging import Preprocessing
 from .augment import AugmentConfig, augment
 from .sampling import BatchSampler
+from .train import learning_rate
 
 
 class TrainingBatches(keras.utils.PyDataset):
@@ -77,14 +77,6 @@ class TwoViewTrainer(keras.Model):
 
             loss = loss + self.consistency * ops.mean(0.5 * kl(camera, middle) + 0.5 * kl(dermoscope, middle))
         return loss
-
-
-def learning_rate(epoch: int, total: int, base: float, warmup: int) -> float:
-    """Linear warm-up, then a cosine down to 2% of ``base`` at the last epoch."""
-    if epoch < warmup:
-        return base * (epoch + 1) / warmup
-    progress = (epoch - warmup) / max(1, total - warmup - 1)
-    return base * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
 class EpochControl(keras.callbacks.Callback):

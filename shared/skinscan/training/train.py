@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -80,6 +81,14 @@ def load_cached(root: Path, samples: list[dataset.Sample], size: int, cache_dir:
         cache.parent.mkdir(parents=True, exist_ok=True)
         np.save(cache, pixels)
     return pixels
+
+
+def learning_rate(epoch: int, total: int, base: float, warmup: int) -> float:
+    """Linear warm-up, then a cosine down to 2% of ``base`` at the last epoch."""
+    if epoch < warmup:
+        return base * (epoch + 1) / warmup
+    progress = (epoch - warmup) / max(1, total - warmup - 1)
+    return base * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
 def figures_by_type(probabilities: np.ndarray, truth: np.ndarray, types: list[str]) -> dict[str, float]:

