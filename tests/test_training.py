@@ -118,3 +118,19 @@ def test_a_run_stopped_by_its_time_budget_resumes_where_it_stopped(tiny_dataset,
     assert second["epochs_run"] == 2 and second["finished_schedule"]
     assert [h["epoch"] for h in second["history"]] == [1, 2]
     assert read_manifest(manifest_path_for(out))["sha256"] == sha256_file(out)
+
+
+def test_roc_auc_counts_ties_half_and_needs_both_sides():
+    assert metrics.roc_auc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1])) == pytest.approx(0.75)
+    assert metrics.roc_auc(np.array([0.5, 0.5]), np.array([1, 0])) == pytest.approx(0.5)
+    assert metrics.roc_auc(np.array([0.9, 0.2]), np.array([1, 1])) is None
+
+
+def test_photos_from_the_v2_mirrors_are_named_by_collection_and_the_rest_is_the_seed_archive(tmp_path):
+    from skinscan.training.data import SEED_ARCHIVE, photo_sources
+
+    (tmp_path / "SOURCES.csv").write_text(
+        "class,file,source_repository,source_path,source_sha256\n"
+        "Melanoma,a.jpg,pbanavara/milk10k,x,0\nMelanoma,b.jpg,someone/seed-mirror,y,0\n")
+    assert photo_sources(tmp_path) == {"Melanoma/a.jpg": "MILK10k", "Melanoma/b.jpg": SEED_ARCHIVE}
+    assert photo_sources(tmp_path / "missing") == {}

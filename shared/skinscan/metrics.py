@@ -37,6 +37,23 @@ def per_class(truth: np.ndarray, predicted: np.ndarray, n_classes: int) -> list[
     return rows
 
 
+def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float | None:
+    """Area under the ROC curve: the chance a random positive scores above a random negative.
+
+    Threshold-free, so it shows how much room a triage threshold has. Ties count half (average
+    ranks, the Mann-Whitney U form). ``None`` when either side is empty.
+    """
+    scores, positive = np.asarray(scores, dtype=np.float64), np.asarray(positive, dtype=bool)
+    n_positive, n_negative = int(positive.sum()), int((~positive).sum())
+    if not n_positive or not n_negative:
+        return None
+    values, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    first_rank = np.cumsum(counts) - counts + 1
+    ranks = (first_rank + (counts - 1) / 2.0)[inverse]
+    u = ranks[positive].sum() - n_positive * (n_positive + 1) / 2.0
+    return float(u / (n_positive * n_negative))
+
+
 def expected_calibration_error(truth: np.ndarray, probabilities: np.ndarray, bins: int = 15) -> float:
     confidence = probabilities.max(axis=1)
     correct = probabilities.argmax(axis=1) == truth

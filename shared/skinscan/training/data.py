@@ -27,6 +27,11 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".ti
 SPLITS = ("train", "val", "test")
 PHOTO_TYPES = ("clinical", "dermoscopic")
 METADATA_FILE = "METADATA.csv"
+SOURCES_FILE = "SOURCES.csv"
+# skin9's README: v2 added HAM10000 and MILK10k from these mirrors; every other photo is the seed's
+# own (v1) archive, whatever its METADATA source says (many v1 photos are HAM10000 images too).
+V2_MIRRORS = {"mmalek06/bounding-box-detection-ham1000": "HAM10000", "pbanavara/milk10k": "MILK10k"}
+SEED_ARCHIVE = "seed archive"
 
 
 @dataclass(frozen=True)
@@ -146,6 +151,16 @@ def decode_sample(root: Path, sample: Sample, size: int) -> np.ndarray:
         return square_pixels(decode((Path(root) / sample.path).read_bytes(), draft_size=size * 2), size)
     except ImageError as error:
         raise ImageError(error.code, f"{sample.path}: {error.message}") from None
+
+
+def photo_sources(root: Path) -> dict[str, str]:
+    """Which collection each photo came from (``SOURCES.csv``), keyed by relative path; empty without it."""
+    path = Path(root) / SOURCES_FILE
+    if not path.exists():
+        return {}
+    with path.open(newline="") as handle:
+        return {f"{row['class']}/{row['file']}": V2_MIRRORS.get(row["source_repository"], SEED_ARCHIVE)
+                for row in csv.DictReader(handle)}
 
 
 def class_counts(samples: list[Sample]) -> dict[str, int]:

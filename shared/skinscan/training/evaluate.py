@@ -19,7 +19,7 @@ import numpy as np
 
 from ..classifier import Classifier
 from ..labels import LABELS
-from ..metrics import (balanced_accuracy, confusion_matrix, expected_calibration_error, per_class,
+from ..metrics import (balanced_accuracy, confusion_matrix, expected_calibration_error, per_class, roc_auc,
                        softmax_with_temperature, top_k_accuracy)
 from . import data as dataset
 from . import referral
@@ -49,6 +49,9 @@ def group_report(truth: np.ndarray, probabilities: np.ndarray, is_referred: np.n
     """The headline figures and confusion matrix for one group of photos."""
     report = classification_report(truth, probabilities)
     report.update(referral.rates(is_referred, truth))
+    scored = np.isin(truth, referral.MALIGNANT_IDS + referral.BENIGN_IDS)
+    report["malignant_auc"] = roc_auc(referral.malignant_probability(probabilities)[scored],
+                                      np.isin(truth[scored], referral.MALIGNANT_IDS))
     report["skin_rejected"] = float(rejected.mean())
     return report
 
@@ -72,6 +75,9 @@ def evaluate(model_path: Path, data: Path, split_file: Path | None = None, part:
     groups: dict[str, np.ndarray] = {}
     for kind in dataset.PHOTO_TYPES:
         groups[kind] = np.array([s.image_type == kind for s in samples])
+    sources = dataset.photo_sources(data)
+    for source in sorted({sources[s.path] for s in samples if s.path in sources}):
+        groups[f"source: {source}"] = np.array([sources.get(s.path) == source for s in samples])
     for tone in sorted({s.skin_tone for s in samples if s.skin_tone is not None}):
         groups[f"skin_tone_{tone}"] = np.array([s.skin_tone == tone for s in samples])
     if classifier.photo_type:
@@ -120,16 +126,17 @@ def text_report(report: dict[str, Any]) -> str:
                                                     report["photo_type_recognised"].items())]
           if "photo_type_recognised" in report else []),
         "referral: Melanoma + SCC (malignant) or benign classes sent to urgent/soon; rejected = not referred",
+        "AUC: malignant vs benign photos ranked by the malignant probability (threshold-free)",
         "",
-        f"{'photos':16s} {'n':>5s} {'top-1':>6s} {'bal.':>6s} {'top-4':>6s} {'malig.':>6s} {'benign':>6s} "
-        f"{'reject':>6s}",
+        f"{'photos':22s} {'n':>5s} {'top-1':>6s} {'bal.':>6s} {'top-4':>6s} {'malig.':>6s} {'benign':>6s} "
+        f"{'reject':>6s} {'AUC':>6s}",
     ]
     rows = {"all": report, **report.get("by_group", {})}
     for name, row in rows.items():
-        lines.append(f"{name:16s} {row['count']:5d} {_figure(row['top1_accuracy'])} "
+        lines.append(f"{name:22s} {row['count']:5d} {_figure(row['top1_accuracy'])} "
                      f"{_figure(row['balanced_accuracy'])} {_figure(row['top4_accuracy'])} "
                      f"{_figure(row['malignant_referral'])} {_figure(row['benign_referral'])} "
-                     f"{_figure(row['skin_rejected'])}")
+                     f"{_figure(row['skin_rejected'])} {_figure(row.get('malignant_auc'))}")
     lines += ["", f"{'class':28s} {'precision':>9s} {'recall':>7s} {'f1':>6s} {'n':>5s}"]
     for label, row in report["per_class"].items():
         lines.append(f"{label:28s} {row['precision']:9.3f} {row['recall']:7.3f} {row['f1']:6.3f} {row['support']:5d}")
