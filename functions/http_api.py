@@ -15,12 +15,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from werkzeug.datastructures import MultiDict
-
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 from werkzeug.formparser import FormDataParser
 from werkzeug.wsgi import LimitedStream
 from werkzeug.wrappers import Request, Response
 
+from functions import observability
 from functions.answers import AnswerError, parse_answers
 from functions.contract import is_document_path, openapi_document
 from skinscan.checklist import Answers
@@ -61,6 +61,7 @@ def json_response(status: int, payload: Mapping[str, object]) -> Response:
 def error_response(code: ErrorCode, message: str | None = None, field: str | None = None) -> Response:
     """``{"error": ...}`` with the code's status; ``field`` names the request field of a ``bad_answer``."""
     body = ErrorBody(code, message or ERROR_MESSAGES[code], field)
+    observability.note_error(code)
     return json_response(body.status, body.to_wire())
 
 
@@ -84,14 +85,20 @@ def _respond(request: Request) -> Response:
         if request.method == "GET" and is_document_path(request.path):
             return json_response(200, openapi_document())  # the contract; needs no model
         if request.method == "GET":
-            return json_response(200, get_classifier().info())
+            classifier = get_classifier()
+            observability.note_model(classifier.model_info)
+            observability.note_outcome("ready")
+            return json_response(200, classifier.info())
         if request.method != "POST":
             raise ApiError(ErrorCode.METHOD_NOT_ALLOWED)
         image_bytes, answers = read_upload(request)
-        result = get_classifier().classify_bytes(image_bytes, answers=answers)
-        # The request's one log line (outcome, level, latency) is written by functions.observability.
+        classifier = get_classifier()
+        observability.note_model(classifier.model_info)
+        result = classifier.classify_bytes(image_bytes, answers=answers)
+        observability.note_result(result)  # the request's one log line is observability's
         return json_response(200, result.to_wire())
     except ApiError as error:
+        observability.note_error(error.body.code)
         return json_response(error.body.status, error.body.to_wire())
     except ImageError as error:
         return error_response(error.code, error.message)

@@ -15,6 +15,7 @@ backend and any real ``.h5`` on Keras.
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 from typing import Any
 
@@ -96,3 +97,37 @@ def fake_manifest(size: int) -> dict[str, Any]:
             # Reddish photos count as dermoscopic, so responses carry both photo types.
             "photo_type": {"method": "fisher-discriminant", "weights": [1.0] + [0.0] * (N_FEATURES - 1),
                            "bias": 0.0, "cut": 0.0}}
+
+
+class LambdaContext:
+    """What the Lambda runtime passes a handler (Powertools reads these), for invoking handlers in tests."""
+
+    function_name = "skinscan-test"
+    function_version = "$LATEST"
+    memory_limit_in_mb = 1024
+    invoked_function_arn = "arn:aws:lambda:eu-west-1:123456789012:function:skinscan-test"
+
+    def __init__(self, aws_request_id: str = "test-request") -> None:
+        self.aws_request_id = aws_request_id
+
+    @staticmethod
+    def get_remaining_time_in_millis() -> int:
+        return 30_000
+
+
+LAMBDA_CONTEXT = LambdaContext()
+
+
+def function_url_event(body: bytes, content_type: str | None = None, *, query: str = "", method: str = "POST",
+                       base64_encoded: bool = True, headers: dict[str, str] | None = None) -> dict[str, Any]:
+    """A Lambda function URL (HTTP API v2) event as Lambda sends it: the one builder every test uses."""
+    sent = {"host": "abc.lambda-url.eu-west-1.on.aws", "user-agent": "curl/8.5.0", **(headers or {})}
+    if content_type is not None:
+        sent["content-type"] = content_type
+    return {
+        "version": "2.0", "routeKey": "$default", "rawPath": "/", "rawQueryString": query, "headers": sent,
+        "requestContext": {"http": {"method": method, "path": "/", "protocol": "HTTP/1.1", "sourceIp": "203.0.113.9"},
+                           "domainName": "abc.lambda-url.eu-west-1.on.aws", "requestId": "id", "stage": "$default"},
+        "body": base64.b64encode(body).decode() if base64_encoded else body.decode("latin-1"),
+        "isBase64Encoded": base64_encoded,
+    }

@@ -33,6 +33,7 @@ from werkzeug.wrappers import Request
 import bad_inputs
 from bad_inputs import LIMIT, OK, FileCase, files, fixture_service, multipart, requests, served  # noqa: F401
 from conftest import REPO
+from fakes import LAMBDA_CONTEXT, function_url_event
 from functions import http_api
 from skinscan.imaging import MAX_PIXELS, ImageError, decode
 
@@ -119,15 +120,7 @@ def good_photo_still_works(post) -> None:
     assert status == 200 and json.loads(body)["status"] == "ok", body[:300]
 
 
-def lambda_event(body: bytes, content_type: str | None, method: str = "POST",
-                 base64_encoded: bool = True) -> dict[str, Any]:
-    headers = {"host": "abc.lambda-url.eu-west-1.on.aws"}
-    if content_type is not None:
-        headers["content-type"] = content_type
-    return {"version": "2.0", "rawPath": "/", "rawQueryString": "", "headers": headers,
-            "requestContext": {"http": {"method": method}},
-            "body": base64.b64encode(body).decode() if base64_encoded else body.decode("latin-1"),
-            "isBase64Encoded": base64_encoded}
+lambda_event = function_url_event
 
 
 def test_the_corpus_has_at_least_30_kinds_and_covers_every_required_kind():
@@ -307,7 +300,7 @@ def test_lambda_corpus(fixture_service):
 
 
     def post_raw(body, content_type):
-        answer = handler(lambda_event(body, content_type))
+        answer = handler(lambda_event(body, content_type), LAMBDA_CONTEXT)
         return answer["statusCode"], answer["body"].encode()
 
     def post_multipart(case: FileCase):
@@ -329,7 +322,7 @@ def test_lambda_corpus(fixture_service):
         ("PUT", lambda_event(b"x", "image/jpeg", method="PUT"), 405, "method_not_allowed"),
     ]
     for label, event, status, code in odd_events:
-        answer = handler(event)
+        answer = handler(event, LAMBDA_CONTEXT)
         if code is None and answer["statusCode"] == 400:  # any clear 4xx code will do
             code = json.loads(answer["body"])["error"]["code"]
         check_answer(f"lambda {label}", answer["statusCode"], answer["body"].encode(), status, code, problems)
@@ -644,6 +637,6 @@ def test_lambda_handler_never_answers_5xx_to_any_http_event(client, body, is_bas
              "requestContext": {"http": {"method": method}}, "body": body, "isBase64Encoded": is_base64}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        answer = handler(event)
+        answer = handler(event, LAMBDA_CONTEXT)
     assert answer["statusCode"] < 500, answer["body"][:300]
     json.loads(answer["body"])

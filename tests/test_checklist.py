@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from fakes import LAMBDA_CONTEXT, function_url_event
 from functions.answers import AnswerError, parse_answers
 from skinscan import checklist, triage
 from skinscan.checklist import apply
@@ -258,17 +259,14 @@ def test_the_client_asks_the_cores_questions_and_keeps_its_constants():
 
 
 def test_lambda_raw_body_with_answers_in_the_query_string(fixture_model, use_model, photo):
-    import base64
     import json
 
     from functions.lambda_handler import handler
 
     use_model(fixture_model)
-    event = {"version": "2.0", "rawPath": "/", "rawQueryString": "changed_size=yes&oozing=yes&sensation=yes",
-             "headers": {"content-type": "image/jpeg"}, "requestContext": {"http": {"method": "POST"}},
-             "body": base64.b64encode(photo).decode(), "isBase64Encoded": True}
-    response = handler(event)
+    event = function_url_event(photo, "image/jpeg", query="changed_size=yes&oozing=yes&sensation=yes")
+    response = handler(event, LAMBDA_CONTEXT)
     assert response["statusCode"] == 200
     assert json.loads(response["body"])["checklist"]["level"] == "urgent"
-    bad = handler({**event, "rawQueryString": "changed_size=perhaps"})
+    bad = handler({**event, "rawQueryString": "changed_size=perhaps"}, LAMBDA_CONTEXT)
     assert bad["statusCode"] == 400 and json.loads(bad["body"])["error"]["field"] == "changed_size"

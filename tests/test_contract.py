@@ -38,6 +38,7 @@ from referencing.jsonschema import DRAFT202012
 
 import bad_inputs
 from conftest import REPO, image_bytes, serving
+from fakes import LAMBDA_CONTEXT, function_url_event
 from skinscan import contract
 from skinscan.contract import ERROR_STATUS, ErrorCode
 
@@ -320,19 +321,16 @@ def test_lambda_responses_validate(fake_service, document):
     from functions.lambda_handler import handler
 
     def event(body: bytes, content_type: str, query: str = "") -> dict:
-        return {"version": "2.0", "rawPath": "/", "rawQueryString": query,
-                "headers": {"content-type": content_type},
-                "requestContext": {"http": {"method": "POST"}},
-                "body": base64.b64encode(body).decode(), "isBase64Encoded": True}
+        return function_url_event(body, content_type, query=query)
 
     result = schema_validator(document, "/components/schemas/Result")
     error = schema_validator(document, "/paths/~1/post/responses/400/content/application~1json/schema")
-    ok = handler(event(image_bytes(), "image/jpeg", "changed_size=yes"))
+    ok = handler(event(image_bytes(), "image/jpeg", "changed_size=yes"), LAMBDA_CONTEXT)
     assert ok["statusCode"] == 200
     result.validate(json.loads(ok["body"]))
     garbage = event(b"", "image/jpeg")
     garbage["body"] = "!!not base64!!"
-    for answer in (handler(garbage), handler(event(b"junk", "image/jpeg"))):
+    for answer in (handler(garbage, LAMBDA_CONTEXT), handler(event(b"junk", "image/jpeg"), LAMBDA_CONTEXT)):
         assert answer["statusCode"] == 400
         error.validate(json.loads(answer["body"]))
 

@@ -10,6 +10,7 @@ import pytest
 from functions_framework import create_app
 
 from conftest import REPO, SKIN9, image_bytes, needs_skin9
+from fakes import LAMBDA_CONTEXT, function_url_event
 from skinscan.labels import LABELS
 
 
@@ -113,28 +114,15 @@ def test_a_real_photo_is_classified(client):
     assert response.get_json()["status"] in ("ok", "not_recognised")
 
 
-def function_url_event(body: bytes, content_type: str, method: str = "POST", b64: bool = True) -> dict:
-    return {
-        "version": "2.0", "routeKey": "$default", "rawPath": "/", "rawQueryString": "",
-        "headers": {"content-type": content_type, "host": "abc.lambda-url.eu-west-1.on.aws",
-                    "user-agent": "curl/8.5.0"},
-        "requestContext": {"http": {"method": method, "path": "/", "protocol": "HTTP/1.1",
-                                    "sourceIp": "203.0.113.9"}, "domainName": "abc.lambda-url.eu-west-1.on.aws",
-                           "requestId": "id", "stage": "$default"},
-        "body": base64.b64encode(body).decode() if b64 else body.decode("latin-1"),
-        "isBase64Encoded": b64,
-    }
-
-
 def test_lambda_function_url_event_with_a_photo(fixture_model, use_model, photo):
     from functions.lambda_handler import handler
 
     use_model(fixture_model)
-    response = handler(function_url_event(photo, "image/jpeg"))
+    response = handler(function_url_event(photo, "image/jpeg"), LAMBDA_CONTEXT)
     assert response["statusCode"] == 200
     body = json.loads(response["body"])
     assert body["status"] == "ok" and len(body["predictions"]) == 4
-    assert response["headers"]["Content-Type"] == "application/json"
+    assert response["headers"]["content-type"] == "application/json"
 
 
 def test_lambda_multipart_event_and_readiness_probe(fixture_model, use_model, photo):
@@ -144,9 +132,9 @@ def test_lambda_multipart_event_and_readiness_probe(fixture_model, use_model, ph
     boundary = "----skinscan"
     body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"p.jpg\"\r\n"
             f"Content-Type: image/jpeg\r\n\r\n").encode() + photo + f"\r\n--{boundary}--\r\n".encode()
-    response = handler(function_url_event(body, f"multipart/form-data; boundary={boundary}"))
+    response = handler(function_url_event(body, f"multipart/form-data; boundary={boundary}"), LAMBDA_CONTEXT)
     assert response["statusCode"] == 200, response["body"]
-    probe = handler(function_url_event(b"", "text/plain", method="GET", b64=False))
+    probe = handler(function_url_event(b"", "text/plain", method="GET", base64_encoded=False), LAMBDA_CONTEXT)
     assert probe["statusCode"] == 200 and json.loads(probe["body"])["labels"] == list(LABELS)
 
 
@@ -156,6 +144,6 @@ def test_lambda_base64_garbage_is_a_400(fixture_model, use_model):
     use_model(fixture_model)
     event = function_url_event(b"", "image/jpeg")
     event["body"] = "!!not base64!!"
-    response = handler(event)
+    response = handler(event, LAMBDA_CONTEXT)
     assert response["statusCode"] == 400
     assert json.loads(response["body"])["error"]["code"] == "bad_request"

@@ -15,7 +15,6 @@ import io
 import json
 import logging
 import uuid
-from types import SimpleNamespace
 
 import pytest
 from functions_framework import create_app
@@ -23,6 +22,7 @@ from PIL import Image
 
 import bad_inputs
 from conftest import REPO
+from fakes import LambdaContext, function_url_event
 
 MARK = "SKNSCN-OBS-" + uuid.uuid4().hex[:12]
 NAME = f"{MARK}-name.jpg"
@@ -140,15 +140,15 @@ def test_lambda_invocation_logs_lambdas_request_id(fake_service, capfd, caplog):
     from functions.lambda_handler import handler
 
     caplog.set_level(logging.DEBUG)
-    event = {"version": "2.0", "rawPath": "/", "rawQueryString": "irregular_colour=yes",
-             "headers": {"content-type": "image/jpeg"}, "requestContext": {"http": {"method": "POST"}},
-             "body": base64.b64encode(PHOTO).decode(), "isBase64Encoded": True}
+    event = function_url_event(PHOTO, "image/jpeg", query="irregular_colour=yes")
     capfd.readouterr()
-    answer = handler(event, SimpleNamespace(aws_request_id="c0ffee-1234"))
-    assert answer["statusCode"] == 200 and answer["headers"]["X-Request-Id"] == "c0ffee-1234"
+    answer = handler(event, LambdaContext(aws_request_id="c0ffee-1234"))
+    assert answer["statusCode"] == 200 and answer["headers"]["x-request-id"] == "c0ffee-1234"
     captured = capfd.readouterr()
     logs, emf, _ = lines(captured.out)
+    emf = [m for m in emf if "ColdStart" not in m]  # Powertools' own line, on the container's first invocation
     assert len(logs) == 1 and len(emf) == 1, captured.out
+    assert isinstance(logs[0]["cold_start"], bool) and logs[0]["function_request_id"] == "c0ffee-1234"
     assert logs[0]["request_id"] == "c0ffee-1234" and logs[0]["route"] == "classify"
     assert logs[0]["checklist_level"] == "soon"
     assert_clean(captured, caplog)
@@ -169,7 +169,7 @@ def test_preloading_the_model_is_timed(fake_service, fixture_model, monkeypatch,
     from functions import observability
 
     monkeypatch.setenv("SKINSCAN_MODEL_URI", str(fixture_model))
-    monkeypatch.setattr(observability, "_preloaded", False)
+    observability.preload_model.cache_clear()
     capfd.readouterr()
     observability.preload_model()
     observability.preload_model()  # once per process
@@ -179,14 +179,18 @@ def test_preloading_the_model_is_timed(fake_service, fixture_model, monkeypatch,
     assert [m["Name"] for m in emf[0]["_aws"]["CloudWatchMetrics"][0]["Metrics"]] == ["ModelLoadTime"]
 
 
-def test_a_flush_without_metrics_neither_crashes_nor_prints(capfd):
-    from functions import observability
+def test_an_event_that_is_not_http_is_one_clean_line_without_warnings(fake_service, capfd):
+    """apig-wsgi cannot read it: 400, and still one log line and one metrics line (no empty flush)."""
+    from functions.lambda_handler import handler
 
+    handler(function_url_event(b"", method="GET", base64_encoded=False), LambdaContext())  # warm
     capfd.readouterr()
     with __import__("warnings").catch_warnings():
         __import__("warnings").simplefilter("error")  # not even a warning
-        observability.telemetry().metrics([])
-    assert capfd.readouterr().out == ""
+        answer = handler(["not", "an", "event"], LambdaContext())
+    assert answer["statusCode"] == 400
+    logs, emf, _ = lines(capfd.readouterr().out)
+    assert [(line["route"], line["outcome"]) for line in logs] == [("invalid", "bad_request")] and len(emf) == 1
 
 
 def test_the_webhook_logs_update_type_outcome_and_latency_never_the_chat(capfd, caplog):
@@ -233,7 +237,7 @@ def test_the_cleanliness_check_has_teeth(capfd, caplog):
     from functions import observability
 
     capfd.readouterr()
-    observability.telemetry().log("request", {"file": NAME})
+    observability.logger.info("request", extra={"file": NAME})
     captured = capfd.readouterr()
     assert lines(captured.out)[0][0]["file"] == NAME
     with pytest.raises(AssertionError):

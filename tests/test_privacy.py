@@ -36,6 +36,7 @@ from PIL import Image
 import bad_inputs
 from bad_inputs import fixture_service, served  # noqa: F401  (module-scoped fixtures)
 from conftest import REPO
+from fakes import LAMBDA_CONTEXT, function_url_event
 
 CONTENT = "SKNSCN-CONTENT-" + uuid.uuid4().hex[:16]   # inside the file: comment, EXIF text
 NAME = "SKNSCN-NAME-" + uuid.uuid4().hex[:16]         # the file name
@@ -137,10 +138,7 @@ def test_function_keeps_no_trace_of_uploads(served, watch, caplog, capfd, monkey
     for label, data in UPLOADS.items():
         raw = httpx.post(served, content=data, headers={"Content-Type": "image/jpeg"}, timeout=60)
         form = httpx.post(served, files={"image": (f"{NAME}.jpg", data, "image/jpeg")}, timeout=60)
-        event = {"version": "2.0", "rawPath": "/", "headers": {"content-type": "image/jpeg"},
-                 "requestContext": {"http": {"method": "POST"}},
-                 "body": base64.b64encode(data).decode(), "isBase64Encoded": True}
-        lam = handler(event)
+        lam = handler(function_url_event(data, "image/jpeg"), LAMBDA_CONTEXT)
         assert raw.status_code < 500 and form.status_code < 500 and lam["statusCode"] < 500, label
         answers += [raw.text, form.text, lam["body"]]
         assert NAME not in form.text
