@@ -37,6 +37,7 @@ from bot.app import BotSettings, build_application
 from bot.handlers import RateLimiter
 from bot.webhook import WebhookProcessor, handle_webhook, telegram_webhook
 from conftest import REPO, free_port, image_bytes
+from fakes import LAMBDA_CONTEXT, function_url_event
 from skinscan.contract import ModelInfo, Result
 from telegram_emulator import TelegramEmulator
 
@@ -388,10 +389,8 @@ def test_lambda_handler_with_secrets_from_ssm(emulator, canned, monkeypatch):
     monkeypatch.delenv("TELEGRAM_BOT_TOKEN", raising=False)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     update = emulator.send_text(CHAT, "/help")
-    event = {"version": "2.0", "rawPath": "/", "isBase64Encoded": True,
-             "headers": {"content-type": "application/json", "x-telegram-bot-api-secret-token": SECRET},
-             "body": base64.b64encode(json.dumps(update).encode()).decode(),
-             "requestContext": {"http": {"method": "POST"}}}
+    event = function_url_event(json.dumps(update).encode(), "application/json",
+                               headers={"x-telegram-bot-api-secret-token": SECRET})
     webhook.reset()
     try:
         with mock_aws():
@@ -401,9 +400,10 @@ def test_lambda_handler_with_secrets_from_ssm(emulator, canned, monkeypatch):
             ssm.put_parameter(Name="/skinscan/bot-token", Value=emulator.token, Type="SecureString")
             ssm.put_parameter(Name="/skinscan/webhook-secret", Value=SECRET, Type="SecureString")
             forged = {**event, "headers": {"x-telegram-bot-api-secret-token": "guess"}}
-            assert webhook.handler(forged)["statusCode"] == 403
-            assert webhook.handler(event) == {"statusCode": 200, "headers": {"Content-Type": "text/plain"},
-                                              "body": "ok", "isBase64Encoded": False}
+            assert webhook.handler(forged, LAMBDA_CONTEXT)["statusCode"] == 403
+            answer = webhook.handler(event, LAMBDA_CONTEXT)
+            assert (answer["statusCode"], answer["body"], answer["isBase64Encoded"]) == (200, "ok", False)
+            assert answer["headers"]["content-type"].startswith("text/plain")
             ssm.delete_parameter(Name="/skinscan/bot-token")  # cached per container: no second read
             assert webhook.resolve_secret("TELEGRAM_BOT_TOKEN") == emulator.token
     finally:
