@@ -20,7 +20,7 @@ from skinscan.labels import LABELS  # noqa: E402
 from skinscan.training import data as dataset  # noqa: E402
 from skinscan.training.architecture import SEED_PARAMETER_COUNT  # noqa: E402
 from skinscan.training.torch_networks import keras_parameter_count, load_by_position, student, teacher  # noqa: E402
-from skinscan.training.torch_train import TorchTrainConfig, training_loss, train  # noqa: E402
+from skinscan.training.torch_train import TorchTrainConfig, evaluate_checkpoint, train, training_loss  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SKIN9 = REPO.parent / "shared" / "data" / "skin9"
@@ -110,6 +110,12 @@ def test_teacher_then_distilled_student_then_resume_on_generated_photos(photo_fo
     assert second["epoch"] == 2 and [h["epoch"] for h in second["history"]] == [1, 2]
     saved = torch.load(student_run / "last.pt", map_location="cpu", weights_only=False)
     assert saved["role"] == "student" and saved["image_size"] == 32 and "optimizer" in saved
+
+    for run, role in ((teacher_run, "teacher"), (student_run, "student")):
+        report = evaluate_checkpoint(run / "best.pt", root, split, "test")
+        assert report["role"] == role and report["count"] == len(dataset.load_split(split)["test"])
+        assert {"clinical", "dermoscopic"} <= set(report["by_group"])
+        assert 0.0 <= report["top1_accuracy"] <= report["top4_accuracy"] <= 1.0
 
 
 @pytest.mark.slow

@@ -66,19 +66,26 @@ def main(argv: list[str] | None = None) -> int:
                        help="only crops, flips and mild colour (for the ablation)")
     train.add_argument("--val-limit", type=int, default=900, help="validation photos scored every epoch")
     train.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    train.add_argument("--batch-workers", type=int, default=1,
+                       help="threads augmenting batches ahead (more where cores are spare: a GPU machine)")
     train.add_argument("--seed", type=int, default=42)
     train.set_defaults(run=run_train)
 
     export = commands.add_parser("export", help="write a trained student checkpoint as the seed's Keras .h5, "
                                                 "checked against the PyTorch network on real photos")
-    export.add_argument("checkpoint", type=Path, help="a student run's best.pt (or last.pt)")
+    export.add_argument("checkpoint", type=Path,
+                        help="a student run's best.pt (or last.pt); with --to-torch, a skinscan .h5")
     export.add_argument("--out", type=Path, required=True, help="the .h5 to write (its manifest goes beside it)")
+    export.add_argument("--to-torch", action="store_true",
+                        help="the other way: write a trained skinscan .h5 as a student .pt for --init-model "
+                             "where there is no TensorFlow (the lent GPU machine)")
     export.add_argument("--data", type=Path, default=DEFAULT_DATA)
     export.add_argument("--split", type=Path, help="the run's split file (default: the shipped model's)")
     export.set_defaults(run=run_export)
 
     evaluate = commands.add_parser("evaluate", help="measure a model on held-out photos and non-skin negatives")
-    evaluate.add_argument("--model", type=Path, default=None, help="the .h5 (default: the shipped model)")
+    evaluate.add_argument("--model", type=Path, default=None,
+                          help="the .h5 (default: the shipped model), or a trainer checkpoint .pt (the network alone)")
     evaluate.add_argument("--data", type=Path, default=DEFAULT_DATA)
     evaluate.add_argument("--split", type=Path, help="split file (default: the one beside the model)")
     evaluate.add_argument("--part", default="test", choices=["train", "val", "test"])
@@ -193,15 +200,21 @@ def run_train(args: argparse.Namespace) -> int:
         learning_rate=args.learning_rate, time_budget_minutes=args.time_budget, cache_dir=args.cache,
         pairs_per_batch=args.pairs, consistency=args.consistency, class_power=args.class_power,
         clinical_share=args.clinical_share, val_limit=args.val_limit, device=args.device, seed=args.seed,
+        batch_workers=args.batch_workers,
         augmentation=AugmentConfig(style=not args.no_style_augmentation))
     train(config, resume=args.resume)
     return 0
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from ..training.torch_train import export_run  # PyTorch before any TensorFlow import
+    from ..training.torch_train import export_run, import_h5  # PyTorch before any TensorFlow import
     from ..store import SHIPPED_MODEL
 
+    if args.to_torch:
+        imported = import_h5(args.checkpoint, args.out)
+        print(f"wrote {args.out}: {args.checkpoint} as a student checkpoint (max |dp| "
+              f"{imported.max_abs_difference:.1e}); use it with skinscan train --init-model")
+        return 0
     record = export_run(args.checkpoint, args.out, args.data, _split_for(SHIPPED_MODEL, args.split))
     check = record["export_check"]
     print(f"wrote {args.out}: the Keras model matches the PyTorch network on {check['photos']} validation photos "
@@ -214,12 +227,32 @@ def _split_for(model: Path, split: Path | None) -> Path:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    if args.model and args.model.suffix == ".pt":
+        return _evaluate_checkpoint(args)
     from ..training.evaluate import evaluate, text_report
     from ..store import SHIPPED_MODEL
 
     model = args.model or SHIPPED_MODEL
     report = evaluate(model, args.data, _split_for(model, args.split), args.part, args.out)
     print(text_report(report), end="")
+    return 0
+
+
+def _evaluate_checkpoint(args: argparse.Namespace) -> int:
+    """A trainer checkpoint (teacher or student): the network's own figures, no serving rules."""
+    from ..training.torch_train import evaluate_checkpoint  # PyTorch before any TensorFlow import
+    from ..store import SHIPPED_MODEL
+
+    report = evaluate_checkpoint(args.model, args.data, _split_for(SHIPPED_MODEL, args.split), args.part)
+    print(f"{report['role']} {args.model} (epoch {report['epoch']}, {report['image_size']} px) on {args.part}")
+    print(f"{'photos':22s} {'n':>5s} {'top-1':>6s} {'bal.':>6s} {'top-4':>6s} {'AUC':>6s}")
+    for name, row in {"all": report, **report["by_group"]}.items():
+        auc = "     -" if row["malignant_auc"] is None else f"{row['malignant_auc']:6.3f}"
+        print(f"{name:22s} {row['count']:5d} {row['top1_accuracy']:6.3f} {row['balanced_accuracy']:6.3f} "
+              f"{row['top4_accuracy']:6.3f} {auc}")
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "evaluation.json").write_text(json.dumps(report, indent=1) + "\n")
     return 0
 
 

@@ -44,16 +44,43 @@ def classification_report(truth: np.ndarray, probabilities: np.ndarray) -> dict[
     }
 
 
+def malignant_auc(truth: np.ndarray, probabilities: np.ndarray) -> float | None:
+    """Melanoma and SCC photos against the benign classes' photos, ranked by the malignant probability."""
+    scored = np.isin(truth, referral.MALIGNANT_IDS + referral.BENIGN_IDS)
+    return roc_auc(referral.malignant_probability(probabilities)[scored],
+                   np.isin(truth[scored], referral.MALIGNANT_IDS))
+
+
 def group_report(truth: np.ndarray, probabilities: np.ndarray, is_referred: np.ndarray,
                  rejected: np.ndarray) -> dict[str, Any]:
     """The headline figures and confusion matrix for one group of photos."""
     report = classification_report(truth, probabilities)
     report.update(referral.rates(is_referred, truth))
-    scored = np.isin(truth, referral.MALIGNANT_IDS + referral.BENIGN_IDS)
-    report["malignant_auc"] = roc_auc(referral.malignant_probability(probabilities)[scored],
-                                      np.isin(truth[scored], referral.MALIGNANT_IDS))
+    report["malignant_auc"] = malignant_auc(truth, probabilities)
     report["skin_rejected"] = float(rejected.mean())
     return report
+
+
+def photo_groups(samples: list[dataset.Sample], data: Path) -> dict[str, np.ndarray]:
+    """Masks of the groups every figure is reported for: photo type, source and skin tone class."""
+    groups: dict[str, np.ndarray] = {}
+    for kind in dataset.PHOTO_TYPES:
+        groups[kind] = np.array([s.image_type == kind for s in samples])
+    sources = dataset.photo_sources(data)
+    for source in sorted({sources[s.path] for s in samples if s.path in sources}):
+        groups[f"source: {source}"] = np.array([sources.get(s.path) == source for s in samples])
+    for tone in sorted({s.skin_tone for s in samples if s.skin_tone is not None}):
+        groups[f"skin_tone_{tone}"] = np.array([s.skin_tone == tone for s in samples])
+    return groups
+
+
+def network_report(truth: np.ndarray, probabilities: np.ndarray, groups: dict[str, np.ndarray]) -> dict[str, Any]:
+    """What a network alone scores, before any serving rule: accuracy figures and the malignant AUC."""
+    def figures(t: np.ndarray, p: np.ndarray) -> dict[str, Any]:
+        return {**classification_report(t, p), "malignant_auc": malignant_auc(t, p)}
+
+    return {**figures(truth, probabilities),
+            "by_group": {name: figures(truth[m], probabilities[m]) for name, m in groups.items() if m.any()}}
 
 
 def evaluate(model_path: Path, data: Path, split_file: Path | None = None, part: str = "test",
@@ -72,14 +99,7 @@ def evaluate(model_path: Path, data: Path, split_file: Path | None = None, part:
 
     report = group_report(truth, probabilities, is_referred, rejected)
     report["expected_calibration_error_uncalibrated"] = expected_calibration_error(truth, skin.raw)
-    groups: dict[str, np.ndarray] = {}
-    for kind in dataset.PHOTO_TYPES:
-        groups[kind] = np.array([s.image_type == kind for s in samples])
-    sources = dataset.photo_sources(data)
-    for source in sorted({sources[s.path] for s in samples if s.path in sources}):
-        groups[f"source: {source}"] = np.array([sources.get(s.path) == source for s in samples])
-    for tone in sorted({s.skin_tone for s in samples if s.skin_tone is not None}):
-        groups[f"skin_tone_{tone}"] = np.array([s.skin_tone == tone for s in samples])
+    groups = photo_groups(samples, data)
     if classifier.photo_type:
         report["photo_type_recognised"] = {
             kind: float(np.mean([p == kind for p, m in zip(photo_types, members) if m]))

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -75,6 +76,7 @@ class TorchTrainConfig:
     cache_dir: Path | None = None
     device: str = "auto"
     threads: int | None = None
+    batch_workers: int = 1  # threads augmenting batches ahead; a lent GPU's 16 cores outrun one
     seed: int = 42
 
 
@@ -175,6 +177,31 @@ def load_student(checkpoint: Path) -> nn.Module:
     return network.eval()
 
 
+def import_h5(model: Path, out: Path) -> Any:
+    """A trained skinscan ``.h5`` as a student checkpoint that ``init_model`` reads without TensorFlow.
+
+    The lent GPU machine has PyTorch but no TensorFlow, so a warm start travels there as a ``.pt``:
+    converted here by the exporter run backwards, and written only if it answers like the ``.h5``.
+    """
+    import keras
+
+    from ..manifest import sha256_file
+    from .torch_export import keras_to_torch, verify_export
+
+    keras_model = keras.models.load_model(model, compile=False)
+    network = keras_to_torch(keras_model)
+    size = int(keras_model.input_shape[1])
+    inputs = np.random.default_rng(0).normal(size=(4, size, size, 3)).astype(np.float32)
+    check = verify_export(network, keras_model, inputs)
+    if not check.passed:
+        raise RuntimeError(f"{model} as PyTorch differs by {check.max_abs_difference:.2e}; nothing written")
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    config = TorchTrainConfig(data=Path("."), out=Path(out).parent, split_file=Path("."), role="student",
+                              image_size=size, dropout=float(network.dropout.p))
+    _save(Path(out), network, config, imported_from=Path(model).name, imported_sha256=sha256_file(model))
+    return check
+
+
 def _save(path: Path, network: nn.Module, config: TorchTrainConfig, **extra: Any) -> None:
     tmp = path.with_suffix(".tmp")
     state = {k: v.detach().cpu() for k, v in network.state_dict().items()}
@@ -204,6 +231,8 @@ def train(config: TorchTrainConfig, *, resume: bool = False) -> dict[str, Any]:
         torch.set_num_threads(config.threads)
     device = pick_device(config.device)
     bf16 = bf16_supported(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels once
     print(f"device {device}, {'bf16 autocast' if bf16 else 'float32 (no bf16 support found)'}, "
           f"{torch.get_num_threads()} threads", flush=True)
 
@@ -260,18 +289,19 @@ def train(config: TorchTrainConfig, *, resume: bool = False) -> dict[str, Any]:
     started = time.time()
     budget = config.time_budget_minutes * 60 if config.time_budget_minutes else None
     epoch = int(state.get("epoch", 0))
-    with ThreadPoolExecutor(max_workers=1) as prefetch:
+    ahead = max(1, config.batch_workers)  # batches being augmented while the network trains
+    with ThreadPoolExecutor(max_workers=ahead) as prefetch:
         while epoch < total:
             rate = learning_rate(epoch, total, config.learning_rate, config.warmup_epochs)
             for group in optimizer.param_groups:
                 group["lr"] = rate
             network.train()
             epoch_started, losses = time.time(), []
-            upcoming = prefetch.submit(batch, epoch, 0)
+            upcoming = deque(prefetch.submit(batch, epoch, s) for s in range(min(ahead, config.steps_per_epoch)))
             for step in range(config.steps_per_epoch):
-                pixels, labels = upcoming.result()
-                if step + 1 < config.steps_per_epoch:
-                    upcoming = prefetch.submit(batch, epoch, step + 1)
+                pixels, labels = upcoming.popleft().result()
+                if step + ahead < config.steps_per_epoch:
+                    upcoming.append(prefetch.submit(batch, epoch, step + ahead))
                 target = torch.from_numpy(labels).to(device)
                 with autocast(device, bf16):
                     teacher_logits = None
@@ -349,3 +379,36 @@ def export_run(checkpoint: Path, out: Path, data: Path, split_file: Path, check_
         json.dumps({**state, "export_check": training["export_check"], "split_file": Path(split_file).name},
                    indent=1) + "\n")
     return training
+
+
+# ------------------------------------------------------------------ a checkpoint's own figures
+
+def evaluate_checkpoint(checkpoint: Path, data: Path, split_file: Path, part: str = "val") -> dict[str, Any]:
+    """A teacher's or student's figures on a split, the network alone (no calibration or triage rules).
+
+    The teacher is never served, so this is how its row in the card is measured; for a student it
+    is the ship decision's first look, before ``skinscan calibrate``.
+    """
+    from .evaluate import network_report, photo_groups
+
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    size, role = int(saved["image_size"]), saved["role"]
+    if role == "teacher":
+        network = teacher(saved["teacher_name"], imagenet=False)
+        network.load_state_dict(saved["network"])
+        statistics = LITE_STATISTICS
+    else:
+        network, statistics = load_student(checkpoint), student_statistics(size)
+    network.eval()
+    samples = dataset.load_split(split_file, data)[part]
+    device = pick_device()
+    network = network.to(device, memory_format=torch.channels_last)
+    chunks = []
+    with torch.no_grad():
+        for start in range(0, len(samples), 64):
+            pixels, _ = dataset.load_pixels(data, samples[start:start + 64], size)
+            chunks.append(torch.softmax(network(to_tensor(pixels, statistics, device)).float(), dim=1).cpu().numpy())
+    truth = np.array([s.label for s in samples])
+    report = network_report(truth, np.concatenate(chunks), photo_groups(samples, data))
+    return {"checkpoint": str(checkpoint), "role": role, "epoch": saved.get("epoch"), "image_size": size,
+            "part": part, **report}
