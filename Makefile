@@ -2,7 +2,7 @@
 #   make serve   install what serving needs (.[serve,web,bot]: no TensorFlow) and start the local stack
 #   make test    install everything (.[dev]) and run the whole suite (what CI runs)
 # and, while working:
-#   make check   the fast tier: unit and contract tests on a fake backend, no TensorFlow import
+#   make check   the fast tier: ruff, mypy, and the unit and contract tests on a fake backend (no TensorFlow)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -34,8 +34,11 @@ serve: install
 test-deps: install-dev
 	@bash infra/install-test-deps.sh
 
-# The fast tier: no slow marks, and conftest fails the run if TensorFlow is imported.
+# The fast tier: ruff and mypy (configured in pyproject.toml), then the tests without slow marks;
+# conftest fails the run if TensorFlow is imported.
 check: install-dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	SKINSCAN_FAST_TIER=1 $(PY) -m pytest -q -m "not slow"
 
 # The dependency audit runs first, so pytest's summary is the last thing printed.

@@ -68,7 +68,8 @@ class _BotApiAnswersNotLogged(logging.Filter):
     way), so keep those answers out of the log; the calls themselves are still logged."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.msg, str) and "finished with return value" in record.msg and record.args:
+        if isinstance(record.msg, str) and "finished with return value" in record.msg \
+                and isinstance(record.args, tuple) and record.args:
             record.msg, record.args = "Call to Bot API endpoint `%s` finished (answer not logged)", record.args[:1]
         return True
 

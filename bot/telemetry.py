@@ -83,8 +83,8 @@ def observe_delivery(body: bytes | str, answer: Callable[[], tuple[int, bytes]],
 def _record(body: bytes | str, status: int, payload: bytes, latency_ms: float, *, flush: bool) -> None:
     outcome = OUTCOMES.get(payload, "error")
     kind = "unauthorised" if status == 403 else update_type(body)
-    logger.log(logging.ERROR if status >= 500 else logging.INFO, "webhook",
-               extra={"update_type": kind, "outcome": outcome, "http_status": status, "latency_ms": latency_ms})
+    write = logger.error if status >= 500 else logger.info
+    write("webhook", extra={"update_type": kind, "outcome": outcome, "http_status": status, "latency_ms": latency_ms})
     with _flushing:
         metrics.add_dimensions(service=SERVICE, outcome=outcome)
         metrics.add_dimensions(service=SERVICE, update_type=kind)

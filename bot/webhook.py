@@ -204,7 +204,7 @@ def default_processor() -> WebhookProcessor:
             missing = [name for name, value in (("TELEGRAM_BOT_TOKEN", token),
                                                 ("TELEGRAM_WEBHOOK_SECRET", secret),
                                                 ("SKINSCAN_FUNCTION_URL", function_url)) if not value]
-            if missing:
+            if missing or not (token and secret and function_url):
                 raise RuntimeError(f"webhook not configured: set {', '.join(missing)}")
             _default = WebhookProcessor(BotSettings.from_env(token, function_url), secret)
         return _default
@@ -230,7 +230,7 @@ def handle_webhook(headers: dict[str, str], body: bytes | str, processor: Webhoo
                             in_lambda=in_lambda)
 
 
-@Request.application  # type: ignore[arg-type]  # Werkzeug's decorator types the method form only
+@Request.application
 def _delivery(request: Request) -> Response:
     status, payload = handle_webhook(dict(request.headers), request.get_data(), in_lambda=True)
     return Response(payload, status=status, mimetype="text/plain")

@@ -12,7 +12,7 @@ import json
 import logging
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import IO, Any, cast
 
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
@@ -150,7 +150,7 @@ def read_upload(request: Request) -> tuple[bytes, Answers]:
                                 max_form_memory_size=500_000, max_form_parts=20)
         # Without a Content-Length (chunked uploads) the form parser would buffer every byte
         # sent; the cap makes it stop at the limit as the raw-body branch does.
-        stream = LimitedStream(request.stream, MAX_UPLOAD_BYTES, is_max=True)
+        stream = cast(IO[bytes], LimitedStream(request.stream, MAX_UPLOAD_BYTES, is_max=True))  # a readable stream
         try:
             _, form, files = parser.parse(stream, mimetype, request.content_length,
                                           request.mimetype_params)

@@ -33,7 +33,7 @@ if os.environ.get("SKINSCAN_PRELOAD") == "1":
     observability.preload_model()
 
 
-@Request.application  # type: ignore[arg-type]  # Werkzeug's decorator types the method form only
+@Request.application
 def _answer(request: Request) -> Response:
     context = request.environ.get("apig_wsgi.context")
     return observability.observe(request, lambda: respond(request), in_lambda=True,

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import logging
 import os
 import sys
 import threading
@@ -110,8 +109,8 @@ def observe(request: Request | None, answer: Callable[[], Response], *, request_
                                 "request_bytes": request.content_length if request else None}
     if not in_lambda:
         extra["cold_start"] = next(_requests) == 0
-    logger.log(logging.ERROR if status >= 500 else logging.INFO, "request",
-               extra={key: value for key, value in extra.items() if value is not None})
+    write = logger.error if status >= 500 else logger.info
+    write("request", extra={key: value for key, value in extra.items() if value is not None})
     with _flushing:
         metrics.add_dimensions(service=SERVICE, outcome=outcome)
         if facts.get("triage_level"):

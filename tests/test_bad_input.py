@@ -415,7 +415,7 @@ def test_bot_answers_every_bad_file_and_keeps_working(served):
 
     assert len(texts) == len(expected), f"{len(texts)} replies to {len(expected)} messages"
     problems = []
-    for (label, want), text in zip(expected, texts):
+    for (label, want), text in zip(expected, texts, strict=True):
         is_result = text.startswith("This photo looks most like:") or text.startswith("We could not recognise")
         if want == "result" and not is_result:
             problems.append(f"{label}: {text[:80]!r}")
@@ -478,7 +478,7 @@ def test_an_exif_rotated_photo_gets_the_same_result_as_the_upright_photo(client)
         # As phones send it: JPEG, so compression noise differs a little; same ranking, near-equal values.
         phone = predictions(stored_with_orientation(upright, orientation, "JPEG"))
         assert [p["label"] for p in phone] == [p["label"] for p in reference]
-        assert max(abs(a["probability"] - b["probability"]) for a, b in zip(phone, reference)) < 0.02
+        assert max(abs(a["probability"] - b["probability"]) for a, b in zip(phone, reference, strict=True)) < 0.02
     # The check has teeth: the same pixels sideways, without the tag, give a different answer.
     sideways = predictions(bad_inputs.save(upright.transpose(Image.Transpose.ROTATE_90), "PNG"))
     assert sideways != reference

@@ -11,7 +11,6 @@ a canned loopback server where a test needs a failure or an exact result.
 from __future__ import annotations
 
 import asyncio
-import base64
 import io
 import json
 import os

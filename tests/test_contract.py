@@ -14,7 +14,6 @@ Everything runs on the fake backend (tests/fakes.py): no TensorFlow.
 from __future__ import annotations
 
 import ast
-import base64
 import dataclasses
 import io
 import json
@@ -233,7 +232,8 @@ CASES = {
                         "too_many_images"),
     "empty_image": ("post", "/", {"data": b"", "content_type": "image/png"}, 400, "empty_image"),
     "bad_answer, value": ("post", "/", multipart(image=(jpeg(), "a.jpg"), changed_size="maybe"), 400, "bad_answer"),
-    "bad_answer, unknown field": ("post", "/?irregular_color=yes", {"data": image_bytes(), "content_type": "image/jpeg"},
+    "bad_answer, unknown field": ("post", "/?irregular_color=yes",
+                                  {"data": image_bytes(), "content_type": "image/jpeg"},
                                   400, "bad_answer"),
     "not_an_image": ("post", "/", {"data": b"not an image", "content_type": "image/jpeg"}, 400, "not_an_image"),
     "corrupt_image": ("post", "/", {"data": image_bytes()[:300], "content_type": "image/jpeg"}, 400, "corrupt_image"),
@@ -255,7 +255,8 @@ def check(openapi: OpenAPI, response) -> None:
     (The request is rebuilt without its body: the function has consumed that stream.)
     """
     sent = response.request
-    request = Request(EnvironBuilder(method=sent.method, path=sent.path, query_string=sent.query_string.decode("latin-1"),
+    query = sent.query_string.decode("latin-1")
+    request = Request(EnvironBuilder(method=sent.method, path=sent.path, query_string=query,
                                      base_url="http://localhost/").get_environ())
     openapi.validate_response(WerkzeugOpenAPIRequest(request), WerkzeugOpenAPIResponse(response))
 

@@ -81,7 +81,7 @@ def synthetic_validation(rng: np.random.Generator, n: int = 2000):
     probabilities[:, MELANOMA], probabilities[:, NEVUS] = malignant_p * 0.99, 1 - malignant_p * 0.99
     mistaken = rng.random(n) < 0.05
     other = {"clinical": "dermoscopic", "dermoscopic": "clinical"}
-    predicted = [other[t] if m else t for t, m in zip(true_types, mistaken)]
+    predicted = [other[t] if m else t for t, m in zip(true_types, mistaken, strict=True)]
     return probabilities, truth, list(true_types), predicted
 
 

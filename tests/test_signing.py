@@ -47,8 +47,10 @@ AUTHORIZATION = re.compile(
     r"^AWS4-HMAC-SHA256 Credential=(?P<key>[^/]+)/(?P<date>\d{8})/(?P<region>[a-z0-9-]+)/(?P<service>[a-z0-9-]+)"
     r"/aws4_request, SignedHeaders=(?P<signed>[a-z0-9;-]+), Signature=(?P<signature>[0-9a-f]{64})$")
 REQUIRED_SIGNED = {"host", "x-amz-content-sha256", "x-amz-date"}
-RESULT = {"status": "ok", "predictions": [], "recommendation": {"level": "routine", "see_doctor": False, "message": "m"},
-          "disclaimer": "not a diagnosis", "model": {"name": "m", "version": "1", "sha256": "0" * 64, "backend": "fake"}}
+RESULT = {"status": "ok", "predictions": [],
+          "recommendation": {"level": "routine", "see_doctor": False, "message": "m"},
+          "disclaimer": "not a diagnosis",
+          "model": {"name": "m", "version": "1", "sha256": "0" * 64, "backend": "fake"}}
 
 
 def check_signature(method: str, path: str, headers, body: bytes, credentials: Credentials,

@@ -94,7 +94,7 @@ def test_train_calibrate_evaluate_end_to_end_on_a_tiny_dataset(tiny_dataset, tmp
     assert manifest["ood"]["method"] == "mahalanobis-subspace" and "threshold" in manifest["ood"]
 
     classifier = Classifier.load(out)
-    assert classifier.model_info["sha256"] == sha256_file(out)
+    assert classifier.model_info.sha256 == sha256_file(out)
     evaluation = evaluate(out, tiny_dataset, out.with_name("tiny.split.json"), "test", tmp_path / "report")
     assert evaluation["count"] == len(split["test"])
     assert 0.0 <= evaluation["top1_accuracy"] <= evaluation["top4_accuracy"] <= 1.0

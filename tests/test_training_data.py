@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from skinscan.labels import LABELS
@@ -40,7 +39,7 @@ def test_a_lesion_never_spans_two_splits_and_every_split_has_both_photo_types():
     assert not lesions["train"] & lesions["test"]
     assert not lesions["train"] & lesions["val"] and not lesions["val"] & lesions["test"]
     for part in split.values():
-        assert {s.image_type for s in part} == {"clinical", "dermoscopic"}
+        assert {s.photo_type for s in part} == {"clinical", "dermoscopic"}
         assert {s.label for s in part} == set(range(len(LABELS)))
     assert split == stratified_split(two_view_samples(), seed=5)
     assert split != stratified_split(two_view_samples(), seed=6)
@@ -101,7 +100,7 @@ def test_batches_put_both_views_of_a_lesion_side_by_side():
     assert len(batch) == 16
     for i in range(3):
         camera, dermoscope = samples[batch[i]], samples[batch[3 + i]]
-        assert (camera.image_type, dermoscope.image_type) == ("clinical", "dermoscopic")
+        assert (camera.photo_type, dermoscope.photo_type) == ("clinical", "dermoscopic")
         assert camera.lesion_id == dermoscope.lesion_id
 
 
@@ -113,7 +112,7 @@ def test_sampling_balances_classes_and_lifts_the_rare_photo_type():
     drawn = np.concatenate([sampler.batch(np.random.default_rng(seed)) for seed in range(60)])
     labels = np.array([samples[i].label for i in drawn])
     assert abs(np.mean(labels == TINEA) - 0.5) < 0.05  # power 0: every class equally often
-    nevus_camera = np.mean([samples[i].image_type == "clinical" for i in drawn if samples[i].label == NEVUS])
+    nevus_camera = np.mean([samples[i].photo_type == "clinical" for i in drawn if samples[i].label == NEVUS])
     assert abs(nevus_camera - 0.4) < 0.05  # natural share would be 3%
 
 

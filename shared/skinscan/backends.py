@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from .labels import LABELS
+from .manifest import Manifest
 
 N_CLASSES = len(LABELS)
 # The pooled layer every skinscan network names so; its output feeds the novelty check.
@@ -25,7 +26,7 @@ class Backend(Protocol):
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
 
-def with_features(model):
+def with_features(model: Any) -> Any:
     """The same Keras network answering ``(features, probabilities)`` in one pass.
 
     The pooled features feed the out-of-distribution check, so a second
@@ -99,7 +100,7 @@ def litert_available() -> bool:
     return importlib.util.find_spec("ai_edge_litert") is not None
 
 
-def load_backend(model_path: str | Path, manifest: dict, preference: str = "auto") -> Backend:
+def load_backend(model_path: str | Path, manifest: Manifest, preference: str = "auto") -> Backend:
     """The backend for a model, after checking the file it will run against the manifest.
 
     ``auto`` takes the manifest's verified fast form when its file is present,

@@ -24,7 +24,7 @@ from typing import Final
 
 from . import triage
 from .contract import (ANSWER_FIELDS, ANSWER_VALUES, LEVELS, REFERRAL_LEVELS, AnswerValue, ChecklistInfo,
-                       ChecklistLevel, ChecklistSummary, Recommendation, Result)
+                       ChecklistLevel, ChecklistSummary, Result)
 
 GUIDELINE: Final = "weighted 7-point checklist, NICE guideline NG12 (suspected skin cancer)"
 VALUES = ANSWER_VALUES

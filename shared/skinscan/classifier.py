@@ -75,7 +75,8 @@ class Classifier:
         """Which photos are "not recognised": unusable by the quality rules, or novel features."""
         problems = np.array([quality.problem(f, self.quality_rules) is not None for f in figures], dtype=bool)
         novel = self.novelty.is_novel(features) if self.novelty else np.zeros(len(problems), dtype=bool)
-        return problems | novel
+        rejected: np.ndarray = problems | novel
+        return rejected
 
     def classify_image(self, image: Image.Image) -> Result:
         problem = quality.problem(quality.measure(image), self.quality_rules)
@@ -91,7 +92,7 @@ class Classifier:
 
     def result_from_probabilities(self, probabilities: np.ndarray,
                                   photo_type: PhotoType | None = None) -> Result:
-        by_label = {label: float(p) for label, p in zip(LABELS, probabilities)}
+        by_label = {label: float(p) for label, p in zip(LABELS, probabilities, strict=True)}
         order = np.argsort(-probabilities)[:TOP_K]
         top = LABELS[order[0]]
         return Result(

@@ -46,6 +46,9 @@ REFERRAL_LEVELS: Final[frozenset[Level]] = frozenset({"urgent", "soon"})
 ChecklistLevel: TypeAlias = Literal["urgent", "soon"]  # what the answers alone can call for
 
 RetakeReason: TypeAlias = Literal["too_small", "too_dark", "too_bright", "too_blurry", "no_colour", "not_skin"]
+CHECKLIST_LEVELS: Final[tuple[ChecklistLevel, ...]] = get_args(ChecklistLevel)
+RaisedBy: TypeAlias = Literal["checklist"]  # what raised a recommendation above the photo's level
+RAISED_BY: Final[tuple[RaisedBy, ...]] = get_args(RaisedBy)
 RETAKE_REASONS: Final[tuple[RetakeReason, ...]] = get_args(RetakeReason)
 
 PhotoType: TypeAlias = Literal["clinical", "dermoscopic"]  # clinical: an ordinary camera or phone
@@ -198,7 +201,7 @@ class Recommendation:
     confident: bool | None = None
     reason: RetakeReason | None = None
     photo_level: Level | None = None
-    raised_by: Literal["checklist"] | None = None
+    raised_by: RaisedBy | None = None
 
     def to_wire(self) -> dict[str, object]:
         wire: dict[str, object] = {"level": self.level, "see_doctor": self.see_doctor}
@@ -224,7 +227,7 @@ class Recommendation:
             confident=None if confident is None else _flag(body, "confident"),
             reason=None if body.get("reason") is None else _choice(body, "reason", RETAKE_REASONS),
             photo_level=None if body.get("photo_level") is None else _choice(body, "photo_level", LEVELS),
-            raised_by=None if raised_by is None else _choice(body, "raised_by", ("checklist",)),
+            raised_by=None if raised_by is None else _choice(body, "raised_by", RAISED_BY),
         )
 
 
@@ -247,7 +250,7 @@ class ChecklistSummary:
         body = _object(data, "checklist")
         return cls(score=_count(body, "score"), answered=_count(body, "answered"),
                    yes=_fields(body, "yes"), unsure=_fields(body, "unsure"),
-                   level=None if body.get("level") is None else _choice(body, "level", ("urgent", "soon")))
+                   level=None if body.get("level") is None else _choice(body, "level", CHECKLIST_LEVELS))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

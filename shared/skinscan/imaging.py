@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -122,7 +122,7 @@ def decode(data: bytes, *, draft_size: int | None = None) -> Image.Image:
     if not data:
         raise ImageError(ErrorCode.EMPTY_IMAGE)
     try:
-        image = Image.open(io.BytesIO(data), formats=FORMATS)
+        image: Image.Image = Image.open(io.BytesIO(data), formats=FORMATS)
         if image.width * image.height > MAX_PIXELS:  # before a single pixel is decoded
             raise Image.DecompressionBombError(f"{image.width} x {image.height}")
         full_size = image.size
@@ -277,7 +277,7 @@ def _band_converter(image: Image.Image) -> tuple[Callable[[Image.Image], Image.I
 def _brightest(image: Image.Image) -> float:
     """The largest pixel value of a 16/32-bit grey image, read without a full-size copy."""
     try:
-        return float(image.getextrema()[1])
+        return float(cast(float, image.getextrema()[1]))  # one band: (low, high)
     except ValueError:  # Pillow has no extrema for some byte orders (I;16B): a band at a time
         width, height = image.size
         rows = max(1, BAND_PIXELS // width)
@@ -295,10 +295,11 @@ def square_pixels(image: Image.Image, size: int) -> np.ndarray:
     side = min(width, height)
     left, top = (width - side) // 2, (height - side) // 2
     square = image.crop((left, top, left + side, top + side))
-    return np.asarray(square.resize((size, size), Image.BILINEAR), dtype=np.uint8)
+    return np.asarray(square.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
 
 
 def to_model_input(image: Image.Image, preprocessing: Preprocessing) -> np.ndarray:
     """A batch of one, float32, ready for the network."""
     pixels = square_pixels(image, preprocessing.size).astype(np.float32)
-    return preprocessing.normalize(pixels)[np.newaxis].astype(np.float32)
+    batch: np.ndarray = preprocessing.normalize(pixels)[np.newaxis].astype(np.float32)
+    return batch

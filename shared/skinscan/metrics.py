@@ -21,7 +21,7 @@ def balanced_accuracy(truth: np.ndarray, predicted: np.ndarray, n_classes: int) 
 
 def top_k_accuracy(truth: np.ndarray, probabilities: np.ndarray, k: int) -> float:
     top = np.argsort(-probabilities, axis=1)[:, :k]
-    return float(np.mean([t in row for t, row in zip(truth, top)]))
+    return float(np.mean([t in row for t, row in zip(truth, top, strict=True)]))
 
 
 def per_class(truth: np.ndarray, predicted: np.ndarray, n_classes: int) -> list[dict[str, float]]:
@@ -59,7 +59,7 @@ def expected_calibration_error(truth: np.ndarray, probabilities: np.ndarray, bin
     correct = probabilities.argmax(axis=1) == truth
     edges = np.linspace(0.0, 1.0, bins + 1)
     error = 0.0
-    for low, high in zip(edges[:-1], edges[1:]):
+    for low, high in zip(edges[:-1], edges[1:], strict=True):
         members = (confidence > low) & (confidence <= high)
         if members.any():
             error += members.mean() * abs(correct[members].mean() - confidence[members].mean())
@@ -71,7 +71,8 @@ def softmax_with_temperature(probabilities: np.ndarray, temperature: float) -> n
     logits = np.log(np.clip(probabilities, 1e-12, 1.0)) / temperature
     logits -= logits.max(axis=-1, keepdims=True)
     exp = np.exp(logits)
-    return exp / exp.sum(axis=-1, keepdims=True)
+    tempered: np.ndarray = exp / exp.sum(axis=-1, keepdims=True)
+    return tempered
 
 
 def fit_temperature(truth: np.ndarray, probabilities: np.ndarray) -> float:

@@ -62,7 +62,8 @@ class NoveltyScorer:
     def score(self, features: np.ndarray) -> np.ndarray:
         projected = np.atleast_2d(features).astype(np.float32) @ self.projection.T
         distances = ((projected[:, None, :] - self.centroids[None]) ** 2).mean(axis=2)
-        return distances.min(axis=1)
+        nearest: np.ndarray = distances.min(axis=1)
+        return nearest
 
     def non_skin_score(self, features: np.ndarray) -> np.ndarray:
         """The discriminant's score (higher: less like skin); -inf everywhere without one."""

@@ -31,7 +31,7 @@ def measure(image: Image.Image, analysis_size: int = 256) -> dict[str, float]:
     """
     factor = min(image.size) // (4 * analysis_size)
     small = image.reduce(factor) if factor > 1 else image.copy()
-    small.thumbnail((analysis_size, analysis_size), Image.BILINEAR)
+    small.thumbnail((analysis_size, analysis_size), Image.Resampling.BILINEAR)
     rgb = np.asarray(small.convert("RGB"), dtype=np.float32)
     rg = rgb[..., 0] - rgb[..., 1]
     yb = 0.5 * (rgb[..., 0] + rgb[..., 1]) - rgb[..., 2]

@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from .backends import litert_available
-from .manifest import ManifestError, manifest_path_for, read_manifest, sha256_file, validate
+from .manifest import Manifest, ManifestError, manifest_path_for, read_manifest, sha256_file, validate
 
 # The shipped model is package data: it travels inside the wheel, so any install finds it.
 SHIPPED_MODEL = Path(__file__).resolve().parent / "models" / "skinscan-densenet121.h5"
@@ -30,7 +30,7 @@ class ModelUnavailable(RuntimeError):
 @dataclass(frozen=True)
 class ResolvedModel:
     path: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     source: str
 
 
@@ -54,7 +54,7 @@ def resolve(uri: str | None = None) -> ResolvedModel:
         raise ModelUnavailable(str(error)) from None
 
 
-def s3_client():
+def s3_client() -> Any:
     """A boto3 S3 client with bounded time, so a slow store cannot hang a request."""
     import boto3
     from botocore.config import Config
@@ -88,8 +88,7 @@ def _from_s3(uri: str) -> ResolvedModel:
     client = s3_client()
     try:
         body = client.get_object(Bucket=bucket, Key=manifest_key_for(key))["Body"].read()
-        manifest = json.loads(body)
-        validate(manifest)
+        manifest = validate(json.loads(body))
     except (BotoCoreError, ClientError) as error:
         raise ModelUnavailable(f"cannot read the model manifest from {uri}: {_describe(error)}") from None
     except (ValueError, ManifestError) as error:
@@ -110,7 +109,7 @@ def _from_s3(uri: str) -> ResolvedModel:
     return ResolvedModel(model_path, manifest, uri)
 
 
-def _fetch_verified(client, bucket: str, key: str, target: Path, sha256: str, uri: str) -> None:
+def _fetch_verified(client: Any, bucket: str, key: str, target: Path, sha256: str, uri: str) -> None:
     """Download ``key`` to ``target`` unless a verified copy is cached; refuse a wrong hash."""
     from boto3.s3.transfer import TransferConfig
     from botocore.exceptions import BotoCoreError, ClientError

@@ -9,7 +9,8 @@ Standard library only: the page's template renders these without httpx.
 
 from __future__ import annotations
 
-from skinscan.contract import ANSWER_FIELDS, ANSWER_VALUES, Result
+from skinscan.contract import ANSWER_FIELDS, Result
+from skinscan.contract import ANSWER_VALUES as ANSWER_VALUES  # the page and the bot ask with these
 
 SOURCE = ("These are the questions of the weighted 7-point checklist that UK family doctors use for "
           "changing moles and pigmented spots (NICE guideline NG12, suspected cancer). Three of them "

@@ -10,10 +10,15 @@ from __future__ import annotations
 import importlib.util
 import os
 import threading
+from typing import TYPE_CHECKING
 
 from ..logs import configure_logging
 from ..service import get_classifier
 from ..store import ModelUnavailable, model_uri
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIApplication
+    from werkzeug.serving import BaseWSGIServer
 
 
 def function_source() -> str:
@@ -24,7 +29,7 @@ def function_source() -> str:
     return spec.origin
 
 
-def _serve_in_thread(app, host: str, port: int, name: str):
+def _serve_in_thread(app: WSGIApplication, host: str, port: int, name: str) -> BaseWSGIServer:
     from werkzeug.serving import make_server
 
     server = make_server(host, port, app, threaded=True)

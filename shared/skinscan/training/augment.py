@@ -65,14 +65,14 @@ def _random_crop(image: Image.Image, rng: np.random.Generator, size: int) -> Ima
     w = min(1.0, np.sqrt(area * aspect)) * size
     h = min(1.0, np.sqrt(area / aspect)) * size
     left, top = rng.uniform(0, size - w), rng.uniform(0, size - h)
-    return image.resize((size, size), Image.BILINEAR, box=(left, top, left + w, top + h))
+    return image.resize((size, size), Image.Resampling.BILINEAR, box=(left, top, left + w, top + h))
 
 
 def _zoom_out(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """The lesion shrinks to 45-85% of the frame; the border is the photo's own skin, mirrored."""
     size = pixels.shape[0]
     inner = int(size * rng.uniform(0.45, 0.85))
-    small = np.asarray(Image.fromarray(pixels).resize((inner, inner), Image.BILINEAR))
+    small = np.asarray(Image.fromarray(pixels).resize((inner, inner), Image.Resampling.BILINEAR))
     top, left = (int(rng.integers(0, size - inner + 1)) for _ in range(2))
     padding = ((top, size - inner - top), (left, size - inner - left), (0, 0))
     return np.pad(small, padding, mode="symmetric")

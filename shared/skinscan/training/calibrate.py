@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +37,7 @@ from ..manifest import manifest_path_for, new_manifest, read_manifest, write_man
 from ..metrics import fit_temperature, softmax_with_temperature
 from . import recognition, referral
 from .negatives import non_skin_images
-from .scoring import load_images, score
+from .scoring import Scored, load_images, score
 
 THRESHOLD_GRID = np.round(np.arange(0.60, 0.0, -0.005), 3)
 
@@ -48,12 +50,14 @@ def referred_at_each_threshold(probabilities: np.ndarray, rejected: np.ndarray) 
                      for t in THRESHOLD_GRID])
 
 
-def threshold_table(referred: np.ndarray, truth: np.ndarray, types: list[str]) -> list[dict[str, Any]]:
+def threshold_table(referred: np.ndarray, truth: np.ndarray, photo_types: Sequence[str] | np.ndarray,
+                    ) -> list[dict[str, Any]]:
     """Referral of malignant and benign photos at every candidate threshold, per photo type."""
-    groups = {"all": np.ones(len(truth), dtype=bool),
-              **{kind: np.array([t == kind for t in types]) for kind in dataset.PHOTO_TYPES}}
+    photo_types = np.asarray(photo_types)
+    groups: dict[str, np.ndarray] = {"all": np.ones(len(truth), dtype=bool)}
+    groups.update({photo_type: photo_types == photo_type for photo_type in dataset.PHOTO_TYPES})
     rows = []
-    for threshold, is_referred in zip(THRESHOLD_GRID, referred):
+    for threshold, is_referred in zip(THRESHOLD_GRID, referred, strict=True):
         row: dict[str, Any] = {"threshold": float(threshold)}
         for name, members in groups.items():
             if members.any():
@@ -66,8 +70,8 @@ def threshold_table(referred: np.ndarray, truth: np.ndarray, types: list[str]) -
 def choose_urgent_threshold(table: list[dict[str, Any]], target: float) -> float:
     """The highest threshold at which every photo type present meets the malignant referral target."""
     for row in table:  # highest threshold first
-        rates = [row[kind]["malignant_referral"] for kind in dataset.PHOTO_TYPES
-                 if kind in row and row[kind]["malignant_referral"] is not None]
+        rates = [row[photo_type]["malignant_referral"] for photo_type in dataset.PHOTO_TYPES
+                 if photo_type in row and row[photo_type]["malignant_referral"] is not None]
         if not rates:
             rates = [row["all"]["malignant_referral"] or 0.0]
         if min(rates) >= target:
@@ -84,37 +88,38 @@ def choose_thresholds_by_photo_type(referred: np.ndarray, truth: np.ndarray, tru
     (the photo-type rule's mistakes included), the one that refers the fewest benign photos wins,
     then the higher thresholds. None if no pair does.
     """
-    true_kinds, predicted = np.array(true_types), np.array(predicted_types)
+    true_photo_types, predicted = np.array(true_types), np.array(predicted_types)
     malignant, benign = np.isin(truth, referral.MALIGNANT_IDS), np.isin(truth, referral.BENIGN_IDS)
 
     def counts(photos: np.ndarray, read_as: str) -> np.ndarray:
         """Photos of ``photos`` read as ``read_as`` and referred: (grid, true photo type)."""
-        return np.stack([(referred & (photos & (predicted == read_as) & (true_kinds == kind))).sum(axis=1)
-                         for kind in dataset.PHOTO_TYPES], axis=1)
+        return np.stack([(referred & (photos & (predicted == read_as) & (true_photo_types == true))).sum(axis=1)
+                         for true in dataset.PHOTO_TYPES], axis=1)
 
     # Indexed (clinical threshold, dermoscopic threshold, true photo type).
     malignant_referred = counts(malignant, "clinical")[:, None, :] + counts(malignant, "dermoscopic")[None, :, :]
     benign_referred = counts(benign, "clinical")[:, None, :] + counts(benign, "dermoscopic")[None, :, :]
-    malignant_totals = np.array([np.sum(malignant & (true_kinds == k)) for k in dataset.PHOTO_TYPES])
-    benign_totals = np.array([np.sum(benign & (true_kinds == k)) for k in dataset.PHOTO_TYPES])
+    malignant_totals = np.array([np.sum(malignant & (true_photo_types == t)) for t in dataset.PHOTO_TYPES])
+    benign_totals = np.array([np.sum(benign & (true_photo_types == t)) for t in dataset.PHOTO_TYPES])
     present = malignant_totals > 0
     feasible = np.all(malignant_referred[..., present] / malignant_totals[present] >= target, axis=2)
     if not feasible.any():
         return None
     grid = np.asarray(THRESHOLD_GRID)
-    _, _, i, j = min((benign_referred[i, j].sum(), -grid[i] - grid[j], i, j) for i, j in zip(*np.nonzero(feasible)))
+    _, _, i, j = min((benign_referred[i, j].sum(), -grid[i] - grid[j], i, j)
+                     for i, j in zip(*np.nonzero(feasible), strict=True))
 
     def rates(referred_count: np.ndarray, totals: np.ndarray) -> dict[str, float]:
-        return {kind: round(float(n / total), 4)
-                for kind, n, total in zip(dataset.PHOTO_TYPES, referred_count, totals) if total}
+        return {photo_type: round(float(n / total), 4)
+                for photo_type, n, total in zip(dataset.PHOTO_TYPES, referred_count, totals, strict=True) if total}
 
     return {"thresholds": {"clinical": float(grid[i]), "dermoscopic": float(grid[j])},
             "malignant_referral": rates(malignant_referred[i, j], malignant_totals),
             "benign_referral": rates(benign_referred[i, j], benign_totals)}
 
 
-def quality_bounds(figures: list[dict[str, float]]) -> dict[str, float]:
-    """Bounds that reject at most ~0.5% of real skin photos, never stricter than the defaults need."""
+def fit_quality(figures: list[dict[str, float]]) -> dict[str, float]:
+    """Quality bounds that reject at most ~0.5% of real skin photos, never stricter than the defaults need."""
     def low(key: str) -> float:
         return float(np.percentile([f[key] for f in figures], 0.5))
 
@@ -129,6 +134,81 @@ def quality_bounds(figures: list[dict[str, float]]) -> dict[str, float]:
         "min_colourfulness": round(0.7 * low("colourfulness"), 3),
         "analysis_size": quality.DEFAULT_QUALITY["analysis_size"],
     }
+
+
+@dataclass(frozen=True)
+class Part:
+    """One split as calibration sees it: its scores, true labels and photo types, each built once."""
+
+    scored: Scored
+    labels: np.ndarray
+    photo_types: np.ndarray  # "clinical", "dermoscopic" or "" (unknown), per photo
+
+    def masks(self) -> list[np.ndarray]:
+        """One mask per photo type present (or one for all photos when none is known)."""
+        masks = [self.photo_types == photo_type for photo_type in dataset.PHOTO_TYPES]
+        return [m for m in masks if m.any()] or [np.ones(len(self.labels), dtype=bool)]
+
+
+@dataclass(frozen=True)
+class Recognition:
+    rule: dict[str, Any]              # the manifest's "ood"
+    tune_rejected: dict[str, float]   # non-skin tune photos rejected, per candidate rule
+    val_rejected: np.ndarray          # validation skin photos the chosen rule (with the quality rules) rejects
+
+
+def fit_recognition(train: Part, val: Part, negatives: Scored, negative_names: list[str],
+                    quality_rules: dict[str, Any], skin_rejection: float) -> Recognition:
+    """The "not recognised" rule (:mod:`.recognition`), chosen on the tune non-skin photos."""
+    skin_problems = np.array([quality.problem(f, quality_rules) is not None for f in val.scored.figures])
+    negative_problems = np.array([quality.problem(f, quality_rules) is not None for f in negatives.figures])
+    usable_by_type = [m & ~skin_problems if (m & ~skin_problems).any() else m for m in val.masks()]
+    rule, tune_rejected = recognition.choose_rule(train.scored.features, train.labels, len(LABELS),
+                                                  val.scored.features, usable_by_type, negatives.features,
+                                                  negative_names, negative_problems, skin_rejection)
+    return Recognition(rule, tune_rejected, skin_problems | novelty.NoveltyScorer(rule).is_novel(val.scored.features))
+
+
+@dataclass(frozen=True)
+class UrgentThreshold:
+    threshold: float
+    table: list[dict[str, Any]]   # referral at every candidate threshold, per photo type
+    chosen: dict[str, Any]        # the table's row at ``threshold``
+
+
+def fit_urgent_threshold(referred: np.ndarray, val: Part, target: float) -> UrgentThreshold:
+    """The shared urgent threshold: the highest meeting the referral target on every photo type."""
+    table = threshold_table(referred, val.labels, val.photo_types)
+    threshold = choose_urgent_threshold(table, target)
+    return UrgentThreshold(threshold, table, next(row for row in table if row["threshold"] == threshold))
+
+
+@dataclass(frozen=True)
+class PhotoTypeRule:
+    rule: dict[str, Any] | None                # the manifest's "photo_type"; None: one type only
+    thresholds: dict[str, Any] | None          # choose_thresholds_by_photo_type's answer
+    summary: dict[str, Any]
+
+
+def fit_photo_type_rule(train: Part, val: Part, referred: np.ndarray, target: float) -> PhotoTypeRule:
+    """The camera/dermoscope rule, and an urgent threshold per predicted photo type (when one meets it)."""
+    is_dermoscopic = train.photo_types == phototype.DERMOSCOPIC
+    rule = thresholds = None
+    predicted = np.array([], dtype=str)
+    if is_dermoscopic.any() and not is_dermoscopic.all():
+        rule = phototype.fit(train.scored.features, is_dermoscopic)
+        predicted = np.array(phototype.PhotoTypeScorer(rule).photo_types(val.scored.features))
+        thresholds = choose_thresholds_by_photo_type(referred, val.labels, list(val.photo_types), list(predicted),
+                                                     target)
+    summary = {
+        "rule": "Fisher discriminant on pooled features, fitted on train" if rule else
+                "none: the training photos are of one type",
+        "val_recognised_as_own_type": {
+            photo_type: round(float(np.mean(predicted[val.photo_types == photo_type] == photo_type)), 4)
+            for photo_type in dataset.PHOTO_TYPES if len(predicted) and (val.photo_types == photo_type).any()},
+        "urgent_thresholds": thresholds,
+    }
+    return PhotoTypeRule(rule, thresholds, summary)
 
 
 def training_summary(model_path: Path) -> dict[str, Any]:
@@ -149,6 +229,8 @@ def training_summary(model_path: Path) -> dict[str, Any]:
 def calibrate(model_path: Path, data: Path, split_file: Path, *, referral_target: float = 0.95,
               skin_rejection: float = 0.025, train_limit: int | None = None,
               version: str | None = None) -> dict[str, Any]:
+    """Fit every rule (one ``fit_*`` each) on train, validation and the tune non-skin photos, and
+    write them into the model's manifest."""
     model_path = Path(model_path)
     backend = KerasBackend(model_path)
     preprocessing = Preprocessing(size=backend.input_size)
@@ -163,76 +245,51 @@ def calibrate(model_path: Path, data: Path, split_file: Path, *, referral_target
 
     split["train"] = dataset.camera_first_subset(split["train"], train_limit, seed=0)
 
-    def scored(part: str):
+    def scored(part: str) -> Part:
         samples = split[part]
         result = score(backend, preprocessing, load_images(data, [s.path for s in samples], preprocessing.size))
-        return result, np.array([s.label for s in samples]), [s.image_type for s in samples]
+        return Part(result, np.array([s.label for s in samples]), np.array([s.photo_type for s in samples]))
 
     print("scoring training, validation and non-skin (tune) photos", flush=True)
-    train, y_train, train_types = scored("train")
-    val, y_val, val_types = scored("val")
+    train, val = scored("train"), scored("val")
     tune_photos = non_skin_images("tune")
     negatives = score(backend, preprocessing, (image for _, image in tune_photos))
 
-    temperature = fit_temperature(y_val, val.raw)
-    val_probabilities = softmax_with_temperature(val.raw, temperature)
+    temperature = fit_temperature(val.labels, val.scored.raw)
+    rules = fit_quality(train.scored.figures + val.scored.figures)
+    recognised = fit_recognition(train, val, negatives, [name for name, _ in tune_photos], rules, skin_rejection)
+    referred = referred_at_each_threshold(softmax_with_temperature(val.scored.raw, temperature),
+                                          recognised.val_rejected)
+    urgent = fit_urgent_threshold(referred, val, referral_target)
+    by_type = fit_photo_type_rule(train, val, referred, referral_target)
 
-    rules = quality_bounds(train.figures + val.figures)
-    skin_problems = np.array([quality.problem(f, rules) is not None for f in val.figures])
-    negative_problems = np.array([quality.problem(f, rules) is not None for f in negatives.figures])
-    type_masks = [np.array([t == kind for t in val_types]) for kind in dataset.PHOTO_TYPES]
-    type_masks = [m for m in type_masks if m.any()] or [np.ones(len(y_val), dtype=bool)]
-
-    usable_by_type = [m & ~skin_problems if (m & ~skin_problems).any() else m for m in type_masks]
-    ood, tune_figures = recognition.choose_rule(train.features, y_train, len(LABELS), val.features, usable_by_type,
-                                                negatives.features, [name for name, _ in tune_photos],
-                                                negative_problems, skin_rejection)
-    skin_rejected = skin_problems | novelty.NoveltyScorer(ood).is_novel(val.features)
-
-    referred = referred_at_each_threshold(val_probabilities, skin_rejected)
-    table = threshold_table(referred, y_val, val_types)
-    urgent = choose_urgent_threshold(table, referral_target)
-    thresholds = {**triage.DEFAULT_THRESHOLDS, "urgent_malignant_probability": urgent}
-    chosen = next(row for row in table if row["threshold"] == urgent)
-
-    photo_type_rule, by_type, val_predicted = None, None, []
-    is_dermoscopic = np.array([t == phototype.DERMOSCOPIC for t in train_types])
-    if is_dermoscopic.any() and not is_dermoscopic.all():
-        photo_type_rule = phototype.fit(train.features, is_dermoscopic)
-        val_predicted = phototype.PhotoTypeScorer(photo_type_rule).kinds(val.features)
-        by_type = choose_thresholds_by_photo_type(referred, y_val, val_types, val_predicted, referral_target)
-    if by_type:
-        thresholds[triage.BY_PHOTO_TYPE] = by_type["thresholds"]
-    photo_type_summary = {
-        "rule": "Fisher discriminant on pooled features, fitted on train" if photo_type_rule else
-                "none: the training photos are of one type",
-        "val_recognised_as_own_type": {kind: round(float(np.mean([p == kind for p, t in zip(val_predicted, val_types)
-                                                                   if t == kind])), 4)
-                                       for kind in dataset.PHOTO_TYPES if kind in val_types and val_predicted},
-        "urgent_thresholds": by_type,
-    }
-
+    thresholds = {**triage.DEFAULT_THRESHOLDS, "urgent_malignant_probability": urgent.threshold}
+    if by_type.thresholds:
+        thresholds[triage.BY_PHOTO_TYPE] = by_type.thresholds["thresholds"]
+    ood = recognised.rule
     summary = {
         "fitted_on": {"temperature": "val", "triage": "val", "quality": "train+val",
-                      "novelty_centroids": "train" if not train_limit else f"train (up to {train_limit}, every camera photo)", "novelty_threshold": "val + non-skin tune"},
+                      "novelty_centroids": "train" if not train_limit else
+                                           f"train (up to {train_limit}, every camera photo)",
+                      "novelty_threshold": "val + non-skin tune"},
         "temperature": round(temperature, 4),
         "referral_definition": "urgent or soon, and not rejected as not recognised",
         "referral_target": referral_target,
         "urgent_threshold_rule": "shared threshold: the highest meeting the target on every photo type; "
                                  "per predicted photo type: the pair meeting it on every true type with "
                                  "the fewest benign referrals",
-        "photo_type": photo_type_summary,
-        "val_referral": chosen,
-        "val_skin_rejected": {
-            "all": float(skin_rejected.mean()),
-            **{kind: float(skin_rejected[np.array([t == kind for t in val_types])].mean())
-               for kind in dataset.PHOTO_TYPES if kind in val_types}},
-        "tune_non_skin_rejected": max(tune_figures.values()),
-        "not_recognised_candidates": tune_figures,
+        "photo_type": by_type.summary,
+        "val_referral": urgent.chosen,
+        "val_skin_rejected": {"all": float(recognised.val_rejected.mean())} | {
+            photo_type: float(recognised.val_rejected[val.photo_types == photo_type].mean())
+            for photo_type in dataset.PHOTO_TYPES if (val.photo_types == photo_type).any()},
+        "tune_non_skin_rejected": max(recognised.tune_rejected.values()),
+        "not_recognised_candidates": recognised.tune_rejected,
         "not_recognised_rule": f"distance in a {ood['dims']}-dimension subspace"
                                + (" or the skin/non-skin discriminant" if "discriminant" in ood else ""),
-        "threshold_table": [row for row in table if row["threshold"] in (0.5, 0.4, 0.3, 0.25, 0.2, 0.15, 0.1,
-                                                                           0.075, 0.05, 0.025, urgent)],
+        "threshold_table": [row for row in urgent.table
+                            if row["threshold"] in (0.5, 0.4, 0.3, 0.25, 0.2, 0.15, 0.1, 0.075, 0.05, 0.025,
+                                                    urgent.threshold)],
         "calibrated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     manifest.update({
@@ -241,12 +298,12 @@ def calibrate(model_path: Path, data: Path, split_file: Path, *, referral_target
         "quality": rules,
         "ood": ood,
     })
-    if by_type:
-        manifest["photo_type"] = photo_type_rule
+    if by_type.thresholds and by_type.rule:
+        manifest["photo_type"] = by_type.rule
     else:
         manifest.pop("photo_type", None)
     write_manifest(manifest, manifest_file)
     model_path.with_name(model_path.stem + ".calibration.json").write_text(
-        json.dumps({**summary, "threshold_table": table}, indent=1) + "\n")
+        json.dumps({**summary, "threshold_table": urgent.table}, indent=1) + "\n")
     print(json.dumps({k: v for k, v in summary.items() if k != "threshold_table"}, indent=1), flush=True)
     return summary

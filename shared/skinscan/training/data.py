@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..contract import PHOTO_TYPES as PHOTO_TYPES  # the wire's photo types; the trainer reads them here
 from ..imaging import ImageError, decode, square_pixels
 from ..labels import LABELS
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 SPLITS = ("train", "val", "test")
-PHOTO_TYPES = ("clinical", "dermoscopic")
 METADATA_FILE = "METADATA.csv"
 SOURCES_FILE = "SOURCES.csv"
 # skin9's README: v2 added HAM10000 and MILK10k from these mirrors; every other photo is the seed's
@@ -39,12 +39,18 @@ class Sample:
     path: str  # relative to the dataset root, e.g. "Melanoma/ISIC_0000.jpg"
     label: int
     lesion_id: str = ""  # empty: every photo is its own lesion
-    image_type: str = ""  # "clinical", "dermoscopic" or unknown ("")
+    photo_type: str = ""  # "clinical" (a camera), "dermoscopic" or unknown (""); the CSV's image_type
     skin_tone: int | None = None
 
     @property
     def group(self) -> str:
         return self.lesion_id or self.path
+
+    @property
+    def image_type(self) -> str:
+        """The old name, still read by the trainer and packer (train.py, pack.py, gpu.py, torch_train.py,
+        sampling.py, sizes.py, compare.py) until the model issue's rewrite lands; new code says photo_type."""
+        return self.photo_type
 
 
 def read_metadata(root: Path) -> dict[str, dict[str, str]]:
@@ -60,7 +66,7 @@ def _with_metadata(sample: Sample, row: dict[str, str] | None) -> Sample:
     if not row:
         return sample
     tone = row.get("skin_tone_class", "")
-    return replace(sample, lesion_id=row.get("lesion_id", ""), image_type=row.get("image_type", ""),
+    return replace(sample, lesion_id=row.get("lesion_id", ""), photo_type=row.get("image_type", ""),
                    skin_tone=int(tone) if tone.strip() else None)
 
 
@@ -99,7 +105,7 @@ def stratified_split(samples: list[Sample], seed: int = 42, fractions: tuple[flo
     strata: dict[tuple[int, str], list[str]] = defaultdict(list)
     for group, members in sorted(lesions.items()):
         label = Counter(s.label for s in members).most_common(1)[0][0]
-        types = "+".join(sorted({s.image_type for s in members}))
+        types = "+".join(sorted({s.photo_type for s in members}))
         strata[(label, types)].append(group)
     split: dict[str, list[Sample]] = {name: [] for name in SPLITS}
     for key in sorted(strata):
@@ -169,7 +175,7 @@ def class_counts(samples: list[Sample]) -> dict[str, int]:
 
 
 def type_counts(samples: list[Sample]) -> dict[str, int]:
-    counts = Counter(s.image_type or "unknown" for s in samples)
+    counts = Counter(s.photo_type or "unknown" for s in samples)
     return dict(sorted(counts.items()))
 
 
@@ -181,10 +187,10 @@ def camera_first_subset(samples: list[Sample], limit: int | None, seed: int) -> 
     """
     if not limit or len(samples) <= limit:
         return samples
-    camera = [s for s in samples if s.image_type != "dermoscopic"]
+    camera = [s for s in samples if s.photo_type != "dermoscopic"]
     by_class: dict[int, list[Sample]] = defaultdict(list)
     for s in samples:
-        if s.image_type == "dermoscopic":
+        if s.photo_type == "dermoscopic":
             by_class[s.label].append(s)
     per_class = max(1, max(0, limit - len(camera)) // max(1, len(by_class)))
     rng = np.random.default_rng(seed)

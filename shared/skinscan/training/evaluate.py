@@ -39,7 +39,7 @@ def classification_report(truth: np.ndarray, probabilities: np.ndarray) -> dict[
         "balanced_accuracy": balanced_accuracy(truth, predicted, n),
         "top4_accuracy": top_k_accuracy(truth, probabilities, 4),
         "expected_calibration_error": expected_calibration_error(truth, probabilities),
-        "per_class": {label: row for label, row in zip(LABELS, per_class(truth, predicted, n))},
+        "per_class": {label: row for label, row in zip(LABELS, per_class(truth, predicted, n), strict=True)},
         "confusion_matrix": confusion_matrix(truth, predicted, n).tolist(),
     }
 
@@ -63,9 +63,8 @@ def group_report(truth: np.ndarray, probabilities: np.ndarray, is_referred: np.n
 
 def photo_groups(samples: list[dataset.Sample], data: Path) -> dict[str, np.ndarray]:
     """Masks of the groups every figure is reported for: photo type, source and skin tone class."""
-    groups: dict[str, np.ndarray] = {}
-    for kind in dataset.PHOTO_TYPES:
-        groups[kind] = np.array([s.image_type == kind for s in samples])
+    photo_types = np.array([s.photo_type for s in samples])
+    groups: dict[str, np.ndarray] = {photo_type: photo_types == photo_type for photo_type in dataset.PHOTO_TYPES}
     sources = dataset.photo_sources(data)
     for source in sorted({sources[s.path] for s in samples if s.path in sources}):
         groups[f"source: {source}"] = np.array([sources.get(s.path) == source for s in samples])
@@ -93,17 +92,18 @@ def evaluate(model_path: Path, data: Path, split_file: Path | None = None, part:
     probabilities = softmax_with_temperature(skin.raw, classifier.temperature)
 
     rejected = classifier.rejected(skin.figures, skin.features)
-    photo_types = classifier.photo_types(skin.features)
-    levels = referral.levels(probabilities, [classifier.thresholds_for(kind) for kind in photo_types])
+    predicted = classifier.photo_types(skin.features)
+    levels = referral.levels(probabilities, [classifier.thresholds_for(photo_type) for photo_type in predicted])
     is_referred = referral.referred(levels, rejected)
 
     report = group_report(truth, probabilities, is_referred, rejected)
     report["expected_calibration_error_uncalibrated"] = expected_calibration_error(truth, skin.raw)
     groups = photo_groups(samples, data)
     if classifier.photo_type:
+        read_as = np.array(predicted)
         report["photo_type_recognised"] = {
-            kind: float(np.mean([p == kind for p, m in zip(photo_types, members) if m]))
-            for kind, members in groups.items() if kind in dataset.PHOTO_TYPES and members.any()}
+            photo_type: float(np.mean(read_as[members] == photo_type))
+            for photo_type, members in groups.items() if photo_type in dataset.PHOTO_TYPES and members.any()}
     report["by_group"] = {name: group_report(truth[members], probabilities[members], is_referred[members],
                                              rejected[members])
                           for name, members in groups.items() if members.any()}
@@ -111,7 +111,7 @@ def evaluate(model_path: Path, data: Path, split_file: Path | None = None, part:
     negatives = score(classifier.backend, classifier.preprocessing,
                       (image for _, image in non_skin_images("test")))
     report.update({
-        "model": classifier.model_info,
+        "model": classifier.model_info.to_wire(),
         "data": str(data), "split": part if split_file else "all photos in the folder",
         "referral_definition": "urgent or soon, and not rejected as not recognised",
         "non_skin_rejected": float(classifier.rejected(negatives.figures, negatives.features).mean()),
@@ -125,10 +125,10 @@ def evaluate(model_path: Path, data: Path, split_file: Path | None = None, part:
         (out_dir / "evaluation.json").write_text(json.dumps(report, indent=1) + "\n")
         (out_dir / "evaluation.txt").write_text(text_report(report))
         plot_confusion(np.array(report["confusion_matrix"]), out_dir / "confusion_matrix.png")
-        for kind in dataset.PHOTO_TYPES:
-            if kind in report["by_group"]:
-                plot_confusion(np.array(report["by_group"][kind]["confusion_matrix"]),
-                               out_dir / f"confusion_matrix_{kind}.png", title=f"{kind} photos")
+        for photo_type in dataset.PHOTO_TYPES:
+            if photo_type in report["by_group"]:
+                plot_confusion(np.array(report["by_group"][photo_type]["confusion_matrix"]),
+                               out_dir / f"confusion_matrix_{photo_type}.png", title=f"{photo_type} photos")
     return report
 
 
@@ -142,7 +142,7 @@ def text_report(report: dict[str, Any]) -> str:
         f"ECE (calibrated)    {report['expected_calibration_error']:.3f}   "
         f"(uncalibrated {report['expected_calibration_error_uncalibrated']:.3f})",
         f"non-skin rejected   {report['non_skin_rejected']:.3f}   ({report['non_skin_count']} test negatives)",
-        *(["photo type told right: " + ", ".join(f"{kind} {share:.3f}" for kind, share in
+        *(["photo type told right: " + ", ".join(f"{photo_type} {share:.3f}" for photo_type, share in
                                                     report["photo_type_recognised"].items())]
           if "photo_type_recognised" in report else []),
         "referral: Melanoma + SCC (malignant) or benign classes sent to urgent/soon; rejected = not referred",

@@ -137,8 +137,7 @@ def non_skin_images(part: str, per_kind: int = 40, crops_per_photo: int = 3) -> 
     rng = random.Random(1000 + offset)
     images: list[tuple[str, Image.Image]] = []
     for name, path in package_photos()[offset::2]:
-        photo = Image.open(path)
-        photo = photo.convert("RGB")
+        photo = Image.open(path).convert("RGB")
         images += [(f"{name}#{i}", crop) for i, crop in enumerate(_crops(photo, rng, crops_per_photo))]
     for kind, make in (("document", _document), ("chart", _chart), ("texture", _texture)):
         images += [(f"{kind}-{part}-{i}", make(rng)) for i in range(per_kind)]

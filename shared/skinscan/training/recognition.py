@@ -91,4 +91,5 @@ def choose_rule(train_features: np.ndarray, train_labels: np.ndarray, n_classes:
             key = (rejected_share, -skin_lost, -dims)
             if best is None or key > best[0]:
                 best = (key, rule)
+    assert best is not None, "SUBSPACE_SIZES is not empty"
     return best[1], figures

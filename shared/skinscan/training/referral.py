@@ -24,7 +24,7 @@ BENIGN_IDS = [LABELS.index(label) for label in BENIGN]
 def levels(probabilities: np.ndarray, thresholds: dict[str, Any] | Sequence[dict[str, Any]]) -> np.ndarray:
     """The triage level of every photo's probabilities: one set of rules for all, or one per photo."""
     per_photo = [thresholds] * len(probabilities) if isinstance(thresholds, dict) else list(thresholds)
-    return np.array([recommend(dict(zip(LABELS, map(float, p))), rules).level
+    return np.array([recommend(dict(zip(LABELS, map(float, p), strict=True)), rules).level
                      for p, rules in zip(probabilities, per_photo, strict=True)])
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 from PIL import Image
@@ -18,12 +18,15 @@ from ..imaging import Preprocessing, decode, square_pixels
 class Scored:
     features: np.ndarray        # (n, d) pooled features
     raw: np.ndarray             # (n, 9) uncalibrated softmax
-    figures: list[dict]         # quality measurements per photo
+    figures: list[dict[str, float]]  # quality measurements per photo
 
 
 def score(backend: Backend, preprocessing: Preprocessing, images: Iterable[Image.Image],
           batch_size: int = 32) -> Scored:
-    features, raw, figures, batch = [], [], [], []
+    features: list[np.ndarray] = []
+    raw: list[np.ndarray] = []
+    figures: list[dict[str, float]] = []
+    batch: list[np.ndarray] = []
 
     def flush() -> None:
         if batch:
