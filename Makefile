@@ -55,7 +55,7 @@ bench: install-dev
 LOCALES := shared/skinscan/locales
 translations: install-dev
 	$(VENV)/bin/pybabel extract -F babel.cfg --no-location --sort-by-file --width 100 \
-		--project skinscan --copyright-holder "skinscan authors" -o $(LOCALES)/skinscan.pot .
+		-k N_plural:1,2 --project skinscan --copyright-holder "skinscan authors" -o $(LOCALES)/skinscan.pot .
 	$(VENV)/bin/pybabel update -i $(LOCALES)/skinscan.pot -d $(LOCALES) -D skinscan --width 100 --ignore-obsolete
 
 clean:

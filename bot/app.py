@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from telegram import Bot, BotCommand
 from telegram.ext import Application, ApplicationBuilder
 
+from skinscan.i18n import ENGLISH, LANGUAGES, N_, Translator, translator
 from skinscan_client.signing import auth_from_env
 
 from .handlers import RateLimiter, Services, register
@@ -25,10 +26,23 @@ from .handlers import RateLimiter, Services, register
 DEFAULT_API_BASE_URL = "https://api.telegram.org"
 # All the bot answers (messages, and presses of its question buttons); fewer updates, less to pay for.
 ALLOWED_UPDATES = ["message", "callback_query"]
-COMMANDS = [
-    BotCommand("help", "what I do and how to take a good photo"),
-    BotCommand("privacy", "what happens to your photos"),
-]
+COMMAND_DESCRIPTIONS = {"help": N_("what I do and how to take a good photo"),
+                        "privacy": N_("what happens to your photos")}
+
+
+def commands(tr: Translator = ENGLISH) -> list[BotCommand]:
+    """The command menu in one language (Telegram shows each user the one for their language)."""
+    return [BotCommand(name, tr.gettext(text)) for name, text in COMMAND_DESCRIPTIONS.items()]
+
+
+COMMANDS = commands()
+
+
+async def announce_commands(bot: Bot) -> None:
+    """The menu for everyone (English), then one per language we speak."""
+    await bot.set_my_commands(COMMANDS)
+    for language in (code for code in LANGUAGES if code != ENGLISH.language):
+        await bot.set_my_commands(commands(translator(language)), language_code=language)
 SECRET_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,256}")  # what Telegram accepts for secret_token
 
 log = logging.getLogger("bot")
@@ -121,7 +135,7 @@ def quiet_http_logs() -> None:
 
 
 async def _announce_commands(application: Application) -> None:
-    await application.bot.set_my_commands(COMMANDS)
+    await announce_commands(application.bot)
 
 
 def run_polling(token: str, function_url: str) -> None:
@@ -146,6 +160,6 @@ def set_webhook(token: str, url: str, secret: str, api_base_url: str | None = No
     async def register_webhook() -> None:
         async with Bot(token, base_url=base_url, base_file_url=base_file_url) as bot:
             await bot.set_webhook(url, secret_token=secret, allowed_updates=ALLOWED_UPDATES)
-            await bot.set_my_commands(COMMANDS)
+            await announce_commands(bot)
 
     asyncio.run(register_webhook())

@@ -39,6 +39,8 @@ from skinscan_client import MAX_UPLOAD_BYTES as FUNCTION_MAX_BYTES
 from skinscan_client import FunctionClient, FunctionError, Result
 from skinscan_client.questions import ANSWER_VALUES, FIELDS
 
+from skinscan.i18n import Translator, for_language_code
+
 from . import replies
 
 log = logging.getLogger("bot")
@@ -97,17 +99,28 @@ LETTER = {"yes": "y", "no": "n", "unsure": "u"}
 VALUE = {letter: value for value, letter in LETTER.items()}
 
 
-def offer_keyboard() -> InlineKeyboardMarkup:
-    return InlineKeyboardMarkup([[InlineKeyboardButton(replies.OFFER_BUTTON, callback_data="cl:")]])
+def language_of(update: object) -> Translator:
+    """The words for whoever sent this update: their Telegram ``language_code``'s base language.
+
+    Read afresh from every update (a message, a button press), so the webhook stays stateless and a
+    person who changes Telegram's language gets the new one at once. English when unsupported.
+    """
+    user = update.effective_user if isinstance(update, Update) else None
+    return for_language_code(user.language_code if user else None)
 
 
-def question_keyboard(state: str) -> InlineKeyboardMarkup:
-    """Buttons for the next question after ``state`` (the answers so far)."""
-    answers = [InlineKeyboardButton(replies.BUTTON_LABELS[value], callback_data=f"cl:{state}{LETTER[value]}")
+def offer_keyboard(tr: Translator) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup([[InlineKeyboardButton(tr.gettext(replies.OFFER_BUTTON), callback_data="cl:")]])
+
+
+def question_keyboard(state: str, tr: Translator) -> InlineKeyboardMarkup:
+    """Buttons for the next question after ``state`` (the answers so far); the data is language-free."""
+    answers = [InlineKeyboardButton(tr.gettext(replies.BUTTON_LABELS[value]),
+                                    callback_data=f"cl:{state}{LETTER[value]}")
                for value in ANSWER_VALUES]
     return InlineKeyboardMarkup([answers, [
-        InlineKeyboardButton(replies.SKIP_BUTTON, callback_data=f"cl:{state}s"),
-        InlineKeyboardButton(replies.DONE_BUTTON, callback_data=f"cl:{state}!")]])
+        InlineKeyboardButton(tr.gettext(replies.SKIP_BUTTON), callback_data=f"cl:{state}s"),
+        InlineKeyboardButton(tr.gettext(replies.DONE_BUTTON), callback_data=f"cl:{state}!")]])
 
 
 def answers_of(state: str) -> dict[str, str]:
@@ -150,67 +163,69 @@ def register(application: Application, services_: Services) -> None:
 
 
 async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    await update.effective_message.reply_text(replies.START)
+    await update.effective_message.reply_text(replies.start_text(language_of(update)))
 
 
 async def help_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    await update.effective_message.reply_text(replies.HELP)
+    await update.effective_message.reply_text(replies.help_text(language_of(update)))
 
 
 async def privacy(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    await update.effective_message.reply_text(replies.PRIVACY)
+    await update.effective_message.reply_text(replies.say(replies.PRIVACY, language_of(update)))
 
 
 async def on_photo(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Telegram sends several sizes of a photo; the last one is the largest."""
     largest = update.effective_message.photo[-1]
     await analyse(update.effective_message, context, largest.file_id, largest.file_size,
-                  filename="photo.jpg", content_type="image/jpeg")
+                  filename="photo.jpg", content_type="image/jpeg", tr=language_of(update))
 
 
 async def on_image_document(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """An image sent as a file keeps its full quality, which helps the model."""
     document = update.effective_message.document
     await analyse(update.effective_message, context, document.file_id, document.file_size,
-                  filename=document.file_name or "image", content_type=document.mime_type or "image/*")
+                  filename=document.file_name or "image", content_type=document.mime_type or "image/*",
+                  tr=language_of(update))
 
 
 async def on_other_document(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    await update.effective_message.reply_text(replies.NOT_AN_IMAGE_FILE)
+    await update.effective_message.reply_text(replies.say(replies.NOT_AN_IMAGE_FILE, language_of(update)))
 
 
 async def on_anything_else(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Text, stickers, videos, voice, unknown commands: never silence, always the way forward."""
-    await update.effective_message.reply_text(replies.SEND_A_PHOTO)
+    await update.effective_message.reply_text(replies.say(replies.SEND_A_PHOTO, language_of(update)))
 
 
 async def analyse(message: Message, context: ContextTypes.DEFAULT_TYPE, file_id: str,
-                  file_size: int | None, *, filename: str, content_type: str) -> None:
+                  file_size: int | None, *, filename: str, content_type: str, tr: Translator) -> None:
     """Size checks, rate limit, download, classify, one reply. Cheap refusals come first."""
     if file_size and file_size > TELEGRAM_DOWNLOAD_LIMIT:
-        await message.reply_text(replies.too_big_for_telegram(file_size, TELEGRAM_DOWNLOAD_LIMIT))
+        await message.reply_text(replies.too_big_for_telegram(file_size, TELEGRAM_DOWNLOAD_LIMIT, tr))
         return
     if file_size and file_size > FUNCTION_MAX_BYTES:
-        await message.reply_text(replies.too_big_to_analyse(FUNCTION_MAX_BYTES))
+        await message.reply_text(replies.too_big_to_analyse(FUNCTION_MAX_BYTES, tr))
         return
     limiter = services(context).rate_limiter
     retry_after = limiter.acquire(message.chat_id)
     if retry_after is not None:
         log.info("rate limited a chat for %.0f s", retry_after)
-        await message.reply_text(replies.rate_limited(limiter.limit, retry_after))
+        await message.reply_text(replies.rate_limited(limiter.limit, retry_after, tr))
         return
 
     async with chat_action(context.bot, message.chat_id):
-        reply, result = await classify_attachment(context, file_id, filename, content_type)
+        reply, result = await classify_attachment(context, file_id, filename, content_type, tr=tr)
     # A reply to the photo, so the question buttons below it can find the photo again.
     await message.reply_text(reply, do_quote=result is not None,
-                             reply_markup=offer_keyboard() if result is not None else None)
+                             reply_markup=offer_keyboard(tr) if result is not None else None)
 
 
 async def classify_attachment(context: ContextTypes.DEFAULT_TYPE, file_id: str, filename: str,
-                              content_type: str, answers: dict[str, str] | None = None,
-                              ) -> tuple[str, Result | None]:
-    """Download into memory, classify over HTTP: the reply text, and the result (None on failure).
+                              content_type: str, answers: dict[str, str] | None = None, *,
+                              tr: Translator) -> tuple[str, Result | None]:
+    """Download into memory, classify over HTTP (asking for ``tr``'s language): the reply text,
+    and the result (None on failure).
 
     Nothing is kept.
     """
@@ -220,19 +235,19 @@ async def classify_attachment(context: ContextTypes.DEFAULT_TYPE, file_id: str, 
         image = bytes(await telegram_file.download_as_bytearray())
     except TelegramError as error:
         log.warning("could not download an attachment: %s", error)
-        return replies.TRY_AGAIN_LATER
+        return replies.say(replies.TRY_AGAIN_LATER, tr), None
     if len(image) > FUNCTION_MAX_BYTES:
-        return replies.too_big_to_analyse(FUNCTION_MAX_BYTES), None
+        return replies.too_big_to_analyse(FUNCTION_MAX_BYTES, tr), None
     try:
         result = await settings.client.aclassify(image, filename=filename, content_type=content_type,
-                                                 answers=answers)
+                                                 answers=answers, language=tr.language)
     except FunctionError as error:
         return {
-            "timeout": replies.TOO_SLOW,
-            "unreadable": replies.UNREADABLE_IMAGE,
-            "too_large": replies.too_big_to_analyse(FUNCTION_MAX_BYTES),
-        }.get(error.kind, replies.TRY_AGAIN_LATER), None
-    return (replies.format_combined(result) if answers else replies.format_result(result)), result
+            "timeout": replies.say(replies.TOO_SLOW, tr),
+            "unreadable": replies.say(replies.UNREADABLE_IMAGE, tr),
+            "too_large": replies.too_big_to_analyse(FUNCTION_MAX_BYTES, tr),
+        }.get(error.kind, replies.say(replies.TRY_AGAIN_LATER, tr)), None
+    return (replies.format_combined(result, tr) if answers else replies.format_result(result, tr)), result
 
 
 async def on_checklist(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -246,31 +261,32 @@ async def on_checklist(update: Update, context: ContextTypes.DEFAULT_TYPE) -> No
         await stale_button(update, context)
         return
     state, done = match.group(1), bool(match.group(2))
+    tr = language_of(update)
     if not state and not done:  # "Answer 7 quick questions" under a result: start
         await query.answer()
         with contextlib.suppress(TelegramError):  # the offer is used; a second flow would confuse
             await query.edit_message_reply_markup(reply_markup=None)
-        await photo.reply_text(replies.question(0), do_quote=True, reply_markup=question_keyboard(""))
+        await photo.reply_text(replies.question(0, tr), do_quote=True, reply_markup=question_keyboard("", tr))
         return
     if len(state) < len(FIELDS) and not done:
         await query.answer()
-        await query.edit_message_text(replies.question(len(state)), reply_markup=question_keyboard(state))
+        await query.edit_message_text(replies.question(len(state), tr), reply_markup=question_keyboard(state, tr))
         return
     answers = answers_of(state)
     await query.answer()
     with contextlib.suppress(TelegramError):  # the questions become the record of the answers
-        await query.edit_message_text(replies.answers_summary(answers), reply_markup=None)
+        await query.edit_message_text(replies.answers_summary(answers, tr), reply_markup=None)
     if not answers:
-        await photo.reply_text(replies.NO_ANSWERS, do_quote=True)
+        await photo.reply_text(replies.say(replies.NO_ANSWERS, tr), do_quote=True)
         return
     limiter = services(context).rate_limiter
     retry_after = limiter.acquire(photo.chat_id)
     if retry_after is not None:
-        await photo.reply_text(replies.rate_limited(limiter.limit, retry_after))
+        await photo.reply_text(replies.rate_limited(limiter.limit, retry_after, tr))
         return
     file_id, file_size, filename, content_type = attachment
     async with chat_action(context.bot, photo.chat_id):
-        reply, _ = await classify_attachment(context, file_id, filename, content_type, answers)
+        reply, _ = await classify_attachment(context, file_id, filename, content_type, answers, tr=tr)
     await photo.reply_text(reply, do_quote=True)
 
 
@@ -281,10 +297,11 @@ async def on_unknown_button(update: Update, context: ContextTypes.DEFAULT_TYPE) 
 async def stale_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """A button whose photo is gone (deleted, too old) or that this version does not know: say so."""
     log.info("a button without its photo was pressed")
+    tr = language_of(update)
     with contextlib.suppress(TelegramError):
-        await update.callback_query.answer(replies.STALE_POPUP)
+        await update.callback_query.answer(replies.say(replies.STALE_POPUP, tr))
     if update.effective_chat:
-        await context.bot.send_message(update.effective_chat.id, replies.STALE_BUTTON)
+        await context.bot.send_message(update.effective_chat.id, replies.say(replies.STALE_BUTTON, tr))
 
 
 @contextlib.asynccontextmanager
@@ -319,4 +336,5 @@ async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
     log.error("error while handling an update: %r", context.error, exc_info=context.error)
     if isinstance(update, Update) and update.effective_chat:
         with contextlib.suppress(TelegramError):
-            await context.bot.send_message(update.effective_chat.id, replies.TRY_AGAIN_LATER)
+            await context.bot.send_message(update.effective_chat.id,
+                                           replies.say(replies.TRY_AGAIN_LATER, language_of(update)))

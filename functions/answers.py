@@ -25,20 +25,27 @@ from werkzeug.datastructures import MultiDict
 
 from skinscan.checklist import Answers
 from skinscan.contract import ANSWER_FIELDS, ANSWER_VALUES, UPLOAD_FIELD, AnswerValue
+from skinscan.i18n import N_
 
 CLOSE_ENOUGH: Final = 0.75
-BAD_VALUE: Final = "'{field}' must be yes, no or unsure."
-ANSWERED_TWICE: Final = "'{field}' was answered twice, differently."
-DID_YOU_MEAN: Final = "Unknown answer field '{field}'; did you mean '{meant}'?"
-UNKNOWN_FIELD: Final = "Unknown answer field '{field}'. Answer fields are: {fields}."
+# Message templates (gettext ids: the HTTP adapter says them in the request's language).
+BAD_VALUE: Final = N_("'{field}' must be yes, no or unsure.")
+ANSWERED_TWICE: Final = N_("'{field}' was answered twice, differently.")
+DID_YOU_MEAN: Final = N_("Unknown answer field '{field}'; did you mean '{meant}'?")
+UNKNOWN_FIELD: Final = N_("Unknown answer field '{field}'. Answer fields are: {fields}.")
 
 
 class AnswerError(ValueError):
-    """A bad answer: ``field`` names the offending request field (the API's ``bad_answer``)."""
+    """A bad answer: ``field`` names the offending request field (the API's ``bad_answer``).
 
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field, self.message = field, message
+    ``template`` and ``values`` let the adapter say it in the request's language; ``message``
+    is the English text.
+    """
+
+    def __init__(self, field: str, template: str, **values: str) -> None:
+        self.field, self.template, self.values = field, template, {"field": field, **values}
+        self.message = template.format(**self.values)
+        super().__init__(self.message)
 
 
 def _normalise(name: str) -> str:
@@ -85,14 +92,14 @@ def parse_answers(fields: MultiDict[str, str] | Iterable[tuple[str, str]] | dict
             if text == "":
                 continue
             if value is None:
-                raise AnswerError(name, BAD_VALUE.format(field=name))
+                raise AnswerError(name, BAD_VALUE)
             if values.get(name, value) != value:
-                raise AnswerError(name, ANSWERED_TWICE.format(field=name))
+                raise AnswerError(name, ANSWERED_TWICE)
             values[name] = value
             continue
         meant = _close_field(name)
         if meant is not None:
-            raise AnswerError(name, DID_YOU_MEAN.format(field=name, meant=meant))
+            raise AnswerError(name, DID_YOU_MEAN, meant=meant)
         if value is not None:
-            raise AnswerError(name, UNKNOWN_FIELD.format(field=name, fields=", ".join(ANSWER_FIELDS)))
+            raise AnswerError(name, UNKNOWN_FIELD, fields=", ".join(ANSWER_FIELDS))
     return Answers(MappingProxyType(values))

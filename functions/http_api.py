@@ -3,6 +3,10 @@
 Google's functions-framework hands us a Flask request; the Lambda handler
 builds a Werkzeug request from its event. Both call :func:`respond`, so the
 status codes, CORS headers and JSON shapes are defined once, here.
+
+The request's ``Accept-Language`` (negotiated with q-values, :mod:`skinscan.i18n`) chooses the
+language of every text people read, error messages included; the answer says which in
+``Content-Language``. Codes, labels and levels stay English identifiers.
 """
 
 from __future__ import annotations
@@ -24,8 +28,9 @@ from functions import observability
 from functions.answers import AnswerError, parse_answers
 from functions.contract import is_document_path, openapi_document
 from skinscan.checklist import Answers
-from skinscan.contract import (ERROR_MESSAGES, FORM_UNREADABLE, MAX_UPLOAD_BYTES, UPLOAD_FIELD, ErrorBody,
-                               ErrorCode)
+from skinscan.contract import (ERROR_MESSAGES, FORM_UNREADABLE, MAX_UPLOAD_BYTES, MESSAGE_VALUES, UPLOAD_FIELD,
+                               ErrorBody, ErrorCode)
+from skinscan.i18n import ENGLISH, Translator, for_accept_language
 from skinscan.imaging import ImageError
 from skinscan.service import get_classifier
 from skinscan.store import ModelUnavailable
@@ -36,33 +41,44 @@ RAW_IMAGE_TYPES = ("image/", "application/octet-stream")
 
 
 class ApiError(Exception):
-    """An answer this module refuses with: the code decides the status (:data:`skinscan.contract.ERROR_STATUS`)."""
+    """An answer this module refuses with: the code decides the status (:data:`skinscan.contract.ERROR_STATUS`).
 
-    def __init__(self, code: ErrorCode, message: str | None = None, field: str | None = None) -> None:
-        self.body = ErrorBody(code, message or ERROR_MESSAGES[code], field)
-        super().__init__(self.body.message)
+    ``message`` is an English template (a gettext id) filled with ``values`` in the request's language.
+    """
+
+    def __init__(self, code: ErrorCode, message: str | None = None, field: str | None = None,
+                 values: Mapping[str, object] | None = None) -> None:
+        self.code, self.template, self.field = code, message or ERROR_MESSAGES[code], field
+        self.values = {**MESSAGE_VALUES, **(values or {})}
+        super().__init__(self.template.format(**self.values))
+
+    def body(self, tr: Translator = ENGLISH) -> ErrorBody:
+        return ErrorBody(self.code, tr.gettext(self.template).format(**self.values), self.field)
 
 
 def cors_headers() -> dict[str, str]:
     return {
         "Access-Control-Allow-Origin": os.environ.get("SKINSCAN_CORS_ORIGIN", "*"),
         "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
-        "Access-Control-Allow-Headers": "Content-Type",
+        "Access-Control-Allow-Headers": "Content-Type, Accept-Language",
         "Access-Control-Max-Age": "3600",
-        "Access-Control-Expose-Headers": "X-Request-Id",
+        "Access-Control-Expose-Headers": "X-Request-Id, Content-Language",
     }
 
 
-def json_response(status: int, payload: Mapping[str, object]) -> Response:
-    headers = {**cors_headers(), "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+def json_response(status: int, payload: Mapping[str, object], language: str = ENGLISH.language) -> Response:
+    """JSON with the CORS and safety headers; ``language``: what the texts in it are written in."""
+    headers = {**cors_headers(), "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff",
+               "Content-Language": language, "Vary": "Accept-Language"}
     return Response(json.dumps(payload), status=status, headers=headers, mimetype="application/json")
 
 
-def error_response(code: ErrorCode, message: str | None = None, field: str | None = None) -> Response:
+def error_response(code: ErrorCode, message: str | None = None, field: str | None = None,
+                   tr: Translator = ENGLISH) -> Response:
     """``{"error": ...}`` with the code's status; ``field`` names the request field of a ``bad_answer``."""
-    body = ErrorBody(code, message or ERROR_MESSAGES[code], field)
+    body = ApiError(code, message, field).body(tr)
     observability.note_error(code)
-    return json_response(body.status, body.to_wire())
+    return json_response(body.status, body.to_wire(), tr.language)
 
 
 def respond(request: Request) -> Response:
@@ -79,37 +95,40 @@ def respond(request: Request) -> Response:
 
 
 def _respond(request: Request) -> Response:
+    tr = ENGLISH
     try:
         if request.method == "OPTIONS":
             return Response(status=204, headers=cors_headers())
         if request.method == "GET" and is_document_path(request.path):
-            return json_response(200, openapi_document())  # the contract; needs no model
+            return json_response(200, openapi_document())  # the contract (English); needs no model
+        tr = for_accept_language(request.headers.get("Accept-Language"))
         if request.method == "GET":
             classifier = get_classifier()
             observability.note_model(classifier.model_info)
             observability.note_outcome("ready")
-            return json_response(200, classifier.info())
+            return json_response(200, classifier.info(tr), tr.language)
         if request.method != "POST":
             raise ApiError(ErrorCode.METHOD_NOT_ALLOWED)
         image_bytes, answers = read_upload(request)
         classifier = get_classifier()
         observability.note_model(classifier.model_info)
-        result = classifier.classify_bytes(image_bytes, answers=answers)
+        result = classifier.classify_bytes(image_bytes, answers=answers, tr=tr)
         observability.note_result(result)  # the request's one log line is observability's
-        return json_response(200, result.to_wire())
+        return json_response(200, result.to_wire(), tr.language)
     except ApiError as error:
-        observability.note_error(error.body.code)
-        return json_response(error.body.status, error.body.to_wire())
+        body = error.body(tr)
+        observability.note_error(error.code)
+        return json_response(body.status, body.to_wire(), tr.language)
     except ImageError as error:
-        return error_response(error.code, error.message)
+        return error_response(error.code, error.message, tr=tr)
     except ClientDisconnected:
-        return error_response(ErrorCode.BAD_REQUEST)
+        return error_response(ErrorCode.BAD_REQUEST, tr=tr)
     except ModelUnavailable as error:
         log.warning("model unavailable: %s", error)
-        return error_response(ErrorCode.MODEL_UNAVAILABLE)
+        return error_response(ErrorCode.MODEL_UNAVAILABLE, tr=tr)
     except Exception:  # the last guard: a bug must still produce JSON, without the upload in it
         log.exception("unexpected error while classifying")
-        return error_response(ErrorCode.INTERNAL_ERROR)
+        return error_response(ErrorCode.INTERNAL_ERROR, tr=tr)
 
 
 def _in_memory(*_args: Any, **_kwargs: Any) -> io.BytesIO:
@@ -127,7 +146,7 @@ def parse_request_answers(fields: MultiDict[str, str]) -> Answers:
     try:
         return parse_answers(fields)
     except AnswerError as error:
-        raise ApiError(ErrorCode.BAD_ANSWER, error.message, field=error.field) from None
+        raise ApiError(ErrorCode.BAD_ANSWER, error.template, field=error.field, values=error.values) from None
 
 
 def read_upload(request: Request) -> tuple[bytes, Answers]:

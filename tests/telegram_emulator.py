@@ -58,6 +58,7 @@ class TelegramEmulator:
         self.token = token
         self.lock = threading.Condition()
         self.requests: list[tuple[str, dict[str, Any]]] = []
+        self.language_codes: dict[int, str | None] = {}  # chat -> its user's language_code ("en" if unset)
         self.sent_messages: list[dict[str, Any]] = []
         self.chat_actions: list[dict[str, Any]] = []
         self.downloads: list[str] = []
@@ -96,8 +97,19 @@ class TelegramEmulator:
         self.stop()
 
     # -- the user's side -----------------------------------------------------------------------
+    def set_language(self, chat_id: int, language_code: str | None) -> None:
+        """The language of the person in ``chat_id``'s Telegram app (Telegram sends it with each update)."""
+        self.language_codes[chat_id] = language_code
+
+    def user(self, chat_id: int) -> dict[str, Any]:
+        user: dict[str, Any] = {"id": chat_id, "is_bot": False, "first_name": "Alex"}
+        language_code = self.language_codes.get(chat_id, "en")
+        if language_code is not None:  # Telegram leaves it out when it does not know
+            user["language_code"] = language_code
+        return user
+
     def _message(self, chat_id: int, **content: Any) -> dict[str, Any]:
-        user = {"id": chat_id, "is_bot": False, "first_name": "Alex", "language_code": "en"}
+        user = self.user(chat_id)
         update_id = next(self._ids)
         message = {"message_id": update_id, "date": int(time.time()), "from": user,
                    "chat": {"id": chat_id, "type": "private", "first_name": "Alex"}, **content}
@@ -167,7 +179,7 @@ class TelegramEmulator:
 
     def press_data(self, chat_id: int, message_id: int, data: str, label: str | None = None) -> dict[str, Any]:
         """A callback query as Telegram sends it; an unknown message comes as an inaccessible one."""
-        user = {"id": chat_id, "is_bot": False, "first_name": "Alex", "language_code": "en"}
+        user = self.user(chat_id)
         update_id = next(self._ids)
         with self.lock:
             message = self.messages.get((chat_id, message_id))

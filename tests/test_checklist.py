@@ -175,7 +175,7 @@ def test_classifier_applies_the_rule(monkeypatch):
     stub = classifier.Classifier.__new__(classifier.Classifier)
     stub.preprocessing = type("P", (), {"size": 32})()
     monkeypatch.setattr(classifier, "decode", lambda data, draft_size: data)
-    monkeypatch.setattr(classifier.Classifier, "classify_image", lambda self, image: photo_result())
+    monkeypatch.setattr(classifier.Classifier, "classify_image", lambda self, image, tr=None: photo_result())
     assert stub.classify_bytes(b"x") == photo_result()
     raised = stub.classify_bytes(b"x", parse_answers({"changed_size": "yes", "oozing": "yes"}))
     assert raised.recommendation.level == "urgent"

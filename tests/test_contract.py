@@ -146,7 +146,10 @@ def test_the_document_enums_are_the_cores(document):
     assert schemas["Answer"]["enum"] == list(checklist.VALUES)  # strings: YAML's bare yes/no are booleans
     assert set(schemas["UploadForm"]["properties"]) == {"image", *checklist.FIELDS}
     post = document["paths"]["/"]["post"]
-    assert [p["$ref"].rsplit("/", 1)[1] for p in post["parameters"]] == list(checklist.FIELDS)
+    parameters = document["components"]["parameters"]
+    names = [p["$ref"].rsplit("/", 1)[1] for p in post["parameters"]]
+    assert [name for name in names if parameters[name]["in"] == "query"] == list(checklist.FIELDS)
+    assert [parameters[name]["name"] for name in names if parameters[name]["in"] == "header"] == ["Accept-Language"]
     for status in ("200", "400", "413", "415", "503"):
         assert status in post["responses"], status
     assert "405" in document["paths"]["/"]["put"]["responses"]

@@ -23,6 +23,7 @@ from types import MappingProxyType
 from typing import Final
 
 from . import triage
+from .i18n import ENGLISH, N_, N_plural, Translator
 from .contract import (ANSWER_FIELDS, ANSWER_VALUES, LEVELS, REFERRAL_LEVELS, AnswerValue, ChecklistInfo,
                        ChecklistLevel, ChecklistSummary, Result)
 
@@ -43,13 +44,13 @@ class Feature:
 
 
 FEATURES: Final[tuple[Feature, ...]] = (
-    Feature("changed_size", 2, "has changed in size"),
-    Feature("irregular_shape", 2, "has an irregular shape or edge"),
-    Feature("irregular_colour", 2, "has uneven colour"),
-    Feature("diameter_7mm", 1, "is 7 mm across or larger"),
-    Feature("inflamed", 1, "is inflamed or red around it"),
-    Feature("oozing", 1, "oozes, crusts or bleeds"),
-    Feature("sensation", 1, "itches, hurts or feels different"),
+    Feature("changed_size", 2, N_("has changed in size")),
+    Feature("irregular_shape", 2, N_("has an irregular shape or edge")),
+    Feature("irregular_colour", 2, N_("has uneven colour")),
+    Feature("diameter_7mm", 1, N_("is 7 mm across or larger")),
+    Feature("inflamed", 1, N_("is inflamed or red around it")),
+    Feature("oozing", 1, N_("oozes, crusts or bleeds")),
+    Feature("sensation", 1, N_("itches, hurts or feels different")),
 )
 BY_FIELD: Final = MappingProxyType({f.field: f for f in FEATURES})
 FIELDS: Final = tuple(BY_FIELD)
@@ -95,34 +96,49 @@ class Answers:
 
 NO_ANSWERS: Final = Answers(MappingProxyType({}))
 
-ANSWER_MESSAGES: Final[Mapping[ChecklistLevel, str]] = {
-    "urgent": "Your answers alone are reason to see a doctor soon, ideally within 2 weeks, because "
-              "it {because}. On the NICE weighted 7-point checklist that GPs use, this scores "
-              "{score} points (3 or more means it should be checked promptly). Most such spots turn "
-              "out fine, but only an examination can tell.",
-    "soon": "Your answers alone are reason to book an appointment with a doctor in the next few "
-            "weeks, because it {because}: a mole that changes in size, shape or colour should "
-            "be looked at.",
+# The advice when the answers raise the level. Those that count points are (singular, plural): the
+# score takes its language's plural form (Russian has three; "urgent" means 3 or more points).
+ANSWER_MESSAGES: Final[Mapping[ChecklistLevel, str | tuple[str, str]]] = {
+    "urgent": N_plural("Your answers alone are reason to see a doctor soon, ideally within 2 weeks, because "
+                       "it {because}. On the NICE weighted 7-point checklist that GPs use, this scores "
+                       "{score} point (3 or more means it should be checked promptly). Most such spots turn "
+                       "out fine, but only an examination can tell.",
+                       "Your answers alone are reason to see a doctor soon, ideally within 2 weeks, because "
+                       "it {because}. On the NICE weighted 7-point checklist that GPs use, this scores "
+                       "{score} points (3 or more means it should be checked promptly). Most such spots turn "
+                       "out fine, but only an examination can tell."),
+    "soon": N_("Your answers alone are reason to book an appointment with a doctor in the next few "
+               "weeks, because it {because}: a mole that changes in size, shape or colour should "
+               "be looked at."),
 }
-RAISED_PREFIX: Final[Mapping[ChecklistLevel, str]] = {
-    "urgent": "Please see a doctor or dermatologist soon, ideally within 2 weeks. Your answers raised "
-              "this from the photo's suggestion because it {because} ({score} points on the NICE "
-              "weighted 7-point checklist; 3 or more means it should be checked promptly).",
-    "soon": "Please book an appointment with a doctor in the next few weeks. Your answers raised this "
-            "from the photo's suggestion because it {because}: a mole that changes in size, "
-            "shape or colour should be looked at.",
+RAISED_PREFIX: Final[Mapping[ChecklistLevel, str | tuple[str, str]]] = {
+    "urgent": N_plural("Please see a doctor or dermatologist soon, ideally within 2 weeks. Your answers raised "
+                       "this from the photo's suggestion because it {because} ({score} point on the NICE "
+                       "weighted 7-point checklist; 3 or more means it should be checked promptly).",
+                       "Please see a doctor or dermatologist soon, ideally within 2 weeks. Your answers raised "
+                       "this from the photo's suggestion because it {because} ({score} points on the NICE "
+                       "weighted 7-point checklist; 3 or more means it should be checked promptly)."),
+    "soon": N_("Please book an appointment with a doctor in the next few weeks. Your answers raised this "
+               "from the photo's suggestion because it {because}: a mole that changes in size, "
+               "shape or colour should be looked at."),
 }
-PHOTO_ALONE: Final = " What the photo alone suggested: "
-NOT_RECOGNISED_TAIL: Final = (" We could not use the photo itself ({reason}); to add the photo's view, take a "
-                              "sharp close-up in good light with the spot in the centre, and try again.")
+PHOTO_ALONE: Final = N_(" What the photo alone suggested: ")
+NOT_RECOGNISED_TAIL: Final = N_(" We could not use the photo itself ({reason}); to add the photo's view, take a "
+                                "sharp close-up in good light with the spot in the centre, and try again.")
+NOT_USABLE: Final = N_("it was not usable")
 
 
-def _because(fields: tuple[str, ...]) -> str:
-    phrases = [BY_FIELD[f].phrase for f in fields]
-    return phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
+def _words(message: str | tuple[str, str], score: int, tr: Translator) -> str:
+    """One message in ``tr``'s language: the score's plural form where the message counts points."""
+    return tr.ngettext(message[0], message[1], score) if isinstance(message, tuple) else tr.gettext(message)
 
 
-def apply(result: Result, answers: Answers | None) -> Result:
+def _because(fields: tuple[str, ...], tr: Translator = ENGLISH) -> str:
+    """``has changed in size and has uneven colour``, joined as the language joins a list."""
+    return tr.join(tr.gettext(BY_FIELD[f].phrase) for f in fields)
+
+
+def apply(result: Result, answers: Answers | None, tr: Translator = ENGLISH) -> Result:
     """The result with the answers applied (a new one: results are immutable).
 
     No answers: the result itself. Otherwise the checklist summary is added, and the
@@ -135,12 +151,14 @@ def apply(result: Result, answers: Answers | None) -> Result:
     level = summary.level
     if level is None or LEVELS.index(photo.level) <= LEVELS.index(level):
         return dataclasses.replace(result, checklist=summary)  # the photo's level stands
-    words = {"because": _because(answers.yes), "score": summary.score}
+    words = {"because": _because(answers.yes, tr), "score": summary.score}
     if result.status == "not_recognised":
-        reason = triage.RETAKE_REASONS[photo.reason] if photo.reason else "it was not usable"
-        message = ANSWER_MESSAGES[level].format(**words) + NOT_RECOGNISED_TAIL.format(reason=reason)
+        reason = tr.gettext(triage.RETAKE_REASONS[photo.reason] if photo.reason else NOT_USABLE)
+        message = (_words(ANSWER_MESSAGES[level], summary.score, tr).format(**words)
+                   + tr.gettext(NOT_RECOGNISED_TAIL).format(reason=reason))
     else:
-        message = RAISED_PREFIX[level].format(**words) + PHOTO_ALONE + photo.message
+        message = (_words(RAISED_PREFIX[level], summary.score, tr).format(**words)
+                   + tr.gettext(PHOTO_ALONE) + photo.message)
     raised = dataclasses.replace(photo, level=level, see_doctor=level in REFERRAL_LEVELS, message=message,
                                  photo_level=photo.level, raised_by="checklist")
     return dataclasses.replace(result, recommendation=raised, checklist=summary)

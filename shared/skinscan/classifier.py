@@ -16,7 +16,8 @@ from . import checklist, quality, triage
 from .backends import Backend
 from .contract import TOP_K, Info, ModelInfo, PhotoType, Prediction, Result, TopCondition
 from .imaging import Preprocessing, decode, to_model_input
-from .labels import DESCRIPTIONS, LABELS
+from .i18n import ENGLISH, Translator
+from .labels import LABELS, description, display_name
 from .manifest import Manifest, manifest_path_for, read_manifest
 from .metrics import softmax_with_temperature
 from .novelty import NoveltyScorer
@@ -48,19 +49,21 @@ class Classifier:
         return ModelInfo(name=self.manifest.get("name", "skinscan"), version=self.manifest["version"],
                          sha256=self.manifest["sha256"], backend=self.backend.name)
 
-    def info(self) -> Info:
+    def info(self, tr: Translator = ENGLISH) -> Info:
         return {"labels": list(LABELS), "top_k": TOP_K, "model": self.model_info.to_wire(),
-                "input_size": self.preprocessing.size, "disclaimer": triage.DISCLAIMER,
+                "input_size": self.preprocessing.size, "disclaimer": tr.gettext(triage.DISCLAIMER),
                 "checklist": checklist.info()}
 
-    def classify_bytes(self, data: bytes, answers: checklist.Answers | None = None) -> Result:
+    def classify_bytes(self, data: bytes, answers: checklist.Answers | None = None,
+                       tr: Translator = ENGLISH) -> Result:
         """Decode, classify, and apply the checklist answers (if any; see :mod:`skinscan.checklist`).
 
         Raises :class:`skinscan.imaging.ImageError` for bad bytes. Without answers the result is
-        exactly the photo's.
+        exactly the photo's. People's words (advice, names, description, disclaimer) are in
+        ``tr``'s language; labels, levels and reasons stay English identifiers.
         """
-        result = self.classify_image(decode(data, draft_size=max(2 * self.preprocessing.size, 512)))
-        return checklist.apply(result, answers)
+        result = self.classify_image(decode(data, draft_size=max(2 * self.preprocessing.size, 512)), tr)
+        return checklist.apply(result, answers, tr)
 
     def photo_types(self, features: np.ndarray) -> list[PhotoType | None]:
         """Camera (``clinical``) or ``dermoscopic`` per photo; None where the manifest has no rule."""
@@ -78,28 +81,30 @@ class Classifier:
         rejected: np.ndarray = problems | novel
         return rejected
 
-    def classify_image(self, image: Image.Image) -> Result:
+    def classify_image(self, image: Image.Image, tr: Translator = ENGLISH) -> Result:
         problem = quality.problem(quality.measure(image), self.quality_rules)
         if problem is None:
             features, raw = self.backend.run(to_model_input(image, self.preprocessing))
             if self.novelty and self.novelty.is_novel(features)[0]:
                 problem = "not_skin"
         if problem is not None:
-            return Result(status="not_recognised", predictions=(), recommendation=triage.retake(problem),
-                          model=self.model_info)
+            return Result(status="not_recognised", predictions=(), recommendation=triage.retake(problem, tr),
+                          model=self.model_info, disclaimer=tr.gettext(triage.DISCLAIMER))
         calibrated = softmax_with_temperature(raw, self.temperature)
-        return self.result_from_probabilities(calibrated[0], self.photo_types(features)[0])
+        return self.result_from_probabilities(calibrated[0], self.photo_types(features)[0], tr)
 
-    def result_from_probabilities(self, probabilities: np.ndarray,
-                                  photo_type: PhotoType | None = None) -> Result:
+    def result_from_probabilities(self, probabilities: np.ndarray, photo_type: PhotoType | None = None,
+                                  tr: Translator = ENGLISH) -> Result:
         by_label = {label: float(p) for label, p in zip(LABELS, probabilities, strict=True)}
         order = np.argsort(-probabilities)[:TOP_K]
         top = LABELS[order[0]]
         return Result(
             status="ok",
-            predictions=tuple(Prediction(LABELS[i], round(float(probabilities[i]), 4)) for i in order),
-            recommendation=triage.recommend(by_label, self.thresholds_for(photo_type)),
-            top_condition=TopCondition(top, DESCRIPTIONS[top]),
+            predictions=tuple(Prediction(LABELS[i], round(float(probabilities[i]), 4), display_name(LABELS[i], tr))
+                              for i in order),
+            recommendation=triage.recommend(by_label, self.thresholds_for(photo_type), tr),
+            top_condition=TopCondition(top, description(top, tr), display_name(top, tr)),
+            disclaimer=tr.gettext(triage.DISCLAIMER),
             photo_type=photo_type,
             model=self.model_info,
         )

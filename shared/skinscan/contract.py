@@ -25,13 +25,15 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Final, Literal, TypeAlias, TypedDict, TypeGuard, TypeVar, get_args
 
+from .i18n import N_
+
 # -- limits -----------------------------------------------------------------------------------------
 MAX_UPLOAD_BYTES: Final = 10 * 1024 * 1024  # larger uploads are refused with 413 ``too_large``
 MAX_UPLOAD_MB: Final = MAX_UPLOAD_BYTES // (1024 * 1024)
 TOP_K: Final = 4  # predictions in a recognised result, most likely first
 
 # -- what every answer carries ----------------------------------------------------------------------
-DISCLAIMER: Final = (
+DISCLAIMER: Final = N_(
     "skinscan is not a diagnosis and not a substitute for a doctor. It can be wrong. "
     "If a spot is new, changing, bleeding, itchy or worries you, see a doctor."
 )
@@ -44,11 +46,11 @@ Level: TypeAlias = Literal["urgent", "soon", "routine", "monitor", "retake"]
 LEVELS: Final[tuple[Level, ...]] = get_args(Level)  # most urgent first
 REFERRAL_LEVELS: Final[frozenset[Level]] = frozenset({"urgent", "soon"})
 ChecklistLevel: TypeAlias = Literal["urgent", "soon"]  # what the answers alone can call for
-
-RetakeReason: TypeAlias = Literal["too_small", "too_dark", "too_bright", "too_blurry", "no_colour", "not_skin"]
 CHECKLIST_LEVELS: Final[tuple[ChecklistLevel, ...]] = get_args(ChecklistLevel)
 RaisedBy: TypeAlias = Literal["checklist"]  # what raised a recommendation above the photo's level
 RAISED_BY: Final[tuple[RaisedBy, ...]] = get_args(RaisedBy)
+
+RetakeReason: TypeAlias = Literal["too_small", "too_dark", "too_bright", "too_blurry", "no_colour", "not_skin"]
 RETAKE_REASONS: Final[tuple[RetakeReason, ...]] = get_args(RetakeReason)
 
 PhotoType: TypeAlias = Literal["clinical", "dermoscopic"]  # clinical: an ordinary camera or phone
@@ -88,24 +90,32 @@ ERROR_STATUS: Final[Mapping[ErrorCode, int]] = MappingProxyType({
     ErrorCode.MODEL_UNAVAILABLE: 503, ErrorCode.INTERNAL_ERROR: 500,
 })
 
-# What the function says with each code. Plain English for people; the code is what programs read.
+# What the function says with each code, for people (in the request's language: the templates are
+# gettext message ids, see skinscan.i18n); the code is what programs read. {limit} and {field} are
+# filled from MESSAGE_VALUES by error_message().
 ERROR_MESSAGES: Final[Mapping[ErrorCode, str]] = MappingProxyType({
-    ErrorCode.BAD_REQUEST: "The upload stopped before it was complete. Please try again.",
-    ErrorCode.MISSING_IMAGE: f"Send the photo in a form field named '{UPLOAD_FIELD}'.",
-    ErrorCode.TOO_MANY_IMAGES: "Send one photo at a time.",
-    ErrorCode.EMPTY_IMAGE: "The upload is empty.",
-    ErrorCode.NOT_AN_IMAGE: "The upload is not an image format we can read (use JPEG, PNG, WebP, GIF, BMP or TIFF).",
-    ErrorCode.CORRUPT_IMAGE: "The image file is damaged or incomplete.",
-    ErrorCode.IMAGE_TOO_LARGE: "The image has too many pixels to be a photo.",
-    ErrorCode.TOO_LARGE: f"The upload is over the {MAX_UPLOAD_MB} MB limit.",
-    ErrorCode.UNSUPPORTED_MEDIA_TYPE: (f"Send the photo as multipart/form-data (field '{UPLOAD_FIELD}') or as "
-                                       "a raw image body with an image/* content type."),
-    ErrorCode.METHOD_NOT_ALLOWED: "Use POST with an image, or GET for model info.",
-    ErrorCode.MODEL_UNAVAILABLE: "The model is not available right now. Please try again in a minute.",
-    ErrorCode.INTERNAL_ERROR: "Something went wrong on our side.",
+    ErrorCode.BAD_REQUEST: N_("The upload stopped before it was complete. Please try again."),
+    ErrorCode.MISSING_IMAGE: N_("Send the photo in a form field named '{field}'."),
+    ErrorCode.TOO_MANY_IMAGES: N_("Send one photo at a time."),
+    ErrorCode.EMPTY_IMAGE: N_("The upload is empty."),
+    ErrorCode.NOT_AN_IMAGE: N_("The upload is not an image format we can read (use JPEG, PNG, WebP, GIF, BMP or TIFF)."),
+    ErrorCode.CORRUPT_IMAGE: N_("The image file is damaged or incomplete."),
+    ErrorCode.IMAGE_TOO_LARGE: N_("The image has too many pixels to be a photo."),
+    ErrorCode.TOO_LARGE: N_("The upload is over the {limit} MB limit."),
+    ErrorCode.UNSUPPORTED_MEDIA_TYPE: N_("Send the photo as multipart/form-data (field '{field}') or as "
+                                         "a raw image body with an image/* content type."),
+    ErrorCode.METHOD_NOT_ALLOWED: N_("Use POST with an image, or GET for model info."),
+    ErrorCode.MODEL_UNAVAILABLE: N_("The model is not available right now. Please try again in a minute."),
+    ErrorCode.INTERNAL_ERROR: N_("Something went wrong on our side."),
 })
-FORM_UNREADABLE: Final = "The form upload could not be read."  # bad_request, for a malformed form
-NO_PIXELS: Final = "The image has no pixels."  # corrupt_image, for a zero-sized image
+MESSAGE_VALUES: Final[Mapping[str, object]] = MappingProxyType({"limit": MAX_UPLOAD_MB, "field": UPLOAD_FIELD})
+FORM_UNREADABLE: Final = N_("The form upload could not be read.")  # bad_request, for a malformed form
+NO_PIXELS: Final = N_("The image has no pixels.")  # corrupt_image, for a zero-sized image
+
+
+def error_message(code: ErrorCode) -> str:
+    """The code's message in English, placeholders filled (adapters translate the template instead)."""
+    return ERROR_MESSAGES[code].format(**MESSAGE_VALUES)
 
 # The function client's own codes, for failures that carry no function code (never sent by the function).
 TIMEOUT: Final = "timeout"          # no answer in time
@@ -143,30 +153,51 @@ class ContractError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Prediction:
+    """``label``: the class, an English identifier; ``name``: what people read, in the answer's language."""
+
     label: str
     probability: float
+    name: str | None = None
 
     def to_wire(self) -> dict[str, object]:
-        return {"label": self.label, "probability": self.probability}
+        wire: dict[str, object] = {"label": self.label, "probability": self.probability}
+        if self.name is not None:
+            wire["name"] = self.name
+        return wire
 
     @classmethod
     def from_wire(cls, data: object) -> Prediction:
         body = _object(data, "prediction")
-        return cls(label=_text(body, "label"), probability=_probability(body, "probability"))
+        return cls(label=_text(body, "label"), probability=_probability(body, "probability"),
+                   name=None if body.get("name") is None else _text(body, "name"))
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.label
 
 
 @dataclass(frozen=True, slots=True)
 class TopCondition:
     label: str
     description: str
+    name: str | None = None  # the label's display name in the answer's language
 
     def to_wire(self) -> dict[str, object]:
-        return {"label": self.label, "description": self.description}
+        wire: dict[str, object] = {"label": self.label}
+        if self.name is not None:
+            wire["name"] = self.name
+        wire["description"] = self.description
+        return wire
 
     @classmethod
     def from_wire(cls, data: object) -> TopCondition:
         body = _object(data, "top_condition")
-        return cls(label=_text(body, "label"), description=_text(body, "description"))
+        return cls(label=_text(body, "label"), description=_text(body, "description"),
+                   name=None if body.get("name") is None else _text(body, "name"))
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.label
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,6 +51,14 @@ def N_(message: str) -> str:
     return message
 
 
+def N_plural(singular: str, plural: str) -> tuple[str, str]:
+    """Mark a counted message (both forms) for extraction; translate it with :meth:`Translator.ngettext`.
+
+    ``pybabel extract`` needs ``-k N_plural:1,2`` to see it (``make translations`` passes it).
+    """
+    return singular, plural
+
+
 def base_language(tag: object) -> str | None:
     """``"pt-BR"`` -> ``"pt"`` when Portuguese is supported; ``None`` for anything unsupported."""
     if not isinstance(tag, str):

@@ -15,7 +15,6 @@ needs no numpy, Pillow or model. Nothing about an image but its size ever reache
 from __future__ import annotations
 
 import logging
-import math
 import re
 import time
 from collections.abc import Mapping
@@ -25,6 +24,7 @@ import httpx
 
 from skinscan.contract import (DISCLAIMER, MAX_UPLOAD_BYTES, REJECTED, TIMEOUT, UNAVAILABLE, UNEXPECTED,
                                UPLOAD_FIELD, ContractError, ErrorCode, Result, code_for_status)
+from skinscan.i18n import ENGLISH, Translator
 
 from .questions import ANSWER_VALUES, FIELDS, QUESTIONS, checklist_effect
 
@@ -41,21 +41,13 @@ UNREADABLE_CODES: Final = frozenset({ErrorCode.EMPTY_IMAGE, ErrorCode.NOT_AN_IMA
 _SAFE_MIMETYPE = re.compile(r"^[A-Za-z0-9.+-]+/[A-Za-z0-9.+-]+$")
 
 
-def percent(probability: object) -> str:
-    """``0.412`` -> ``"41%"``; halves round up (``0.125`` -> ``"13%"``, as JavaScript's Math.round);
-    a tiny non-zero value reads ``"<1%"`` rather than a misleading ``"0%"``; not a number -> ``""``.
-
-    The page's script mirrors this exactly (``Math.round(v * 100)`` = ``floor(v * 100 + 0.5)``).
+def percent(probability: object, tr: Translator = ENGLISH) -> str:
+    """``0.412`` -> ``"41%"`` (``"41\xa0%"`` in German...); halves round up (``0.125`` -> ``"13%"``, as
+    JavaScript's Math.round); a tiny non-zero value reads ``"<1%"`` rather than a misleading ``"0%"``;
+    not a number -> ``""``. :meth:`skinscan.i18n.Translator.percent`; the page's script fills the
+    same per-language pattern.
     """
-    try:
-        value = float(probability)  # type: ignore[arg-type]  # anything float() takes; the rest is ""
-    except (TypeError, ValueError):
-        return ""
-    if not math.isfinite(value):
-        return ""
-    if 0 < value < 0.005:
-        return "<1%"
-    return f"{math.floor(min(max(value, 0.0), 1.0) * 100 + 0.5)}%"
+    return tr.percent(probability)
 
 
 class FunctionError(Exception):
@@ -94,9 +86,12 @@ class FunctionClient:
 
     # -- the two ways to call --------------------------------------------------------------------
     def classify(self, data: bytes, *, filename: str = "photo", content_type: str = "image/jpeg",
-                 answers: Mapping[str, str] | None = None) -> Result:
-        """POST the photo (and answers) and return the function's result; raises :class:`FunctionError`."""
-        request = self._request_kwargs(data, filename, content_type, answers)
+                 answers: Mapping[str, str] | None = None, language: str | None = None) -> Result:
+        """POST the photo (and answers) and return the function's result; raises :class:`FunctionError`.
+
+        ``language`` (``"es"``...) is sent as ``Accept-Language``: the answer's texts come in it.
+        """
+        request = self._request_kwargs(data, filename, content_type, answers, language)
         started = time.monotonic()
         try:
             with httpx.Client(timeout=self.timeout, auth=self.auth, transport=self._transport) as client:
@@ -106,9 +101,9 @@ class FunctionClient:
         return self._result(response, len(data), started)
 
     async def aclassify(self, data: bytes, *, filename: str = "photo", content_type: str = "image/jpeg",
-                        answers: Mapping[str, str] | None = None) -> Result:
+                        answers: Mapping[str, str] | None = None, language: str | None = None) -> Result:
         """The same as :meth:`classify`, for asyncio callers (the bot)."""
-        request = self._request_kwargs(data, filename, content_type, answers)
+        request = self._request_kwargs(data, filename, content_type, answers, language)
         started = time.monotonic()
         try:
             async with httpx.AsyncClient(timeout=self.timeout, auth=self.auth,
@@ -120,7 +115,7 @@ class FunctionClient:
 
     # -- shared by both ----------------------------------------------------------------------------
     def _request_kwargs(self, data: bytes, filename: str, content_type: str,
-                        answers: Mapping[str, str] | None) -> dict[str, Any]:
+                        answers: Mapping[str, str] | None, language: str | None = None) -> dict[str, Any]:
         if len(data) > MAX_UPLOAD_BYTES:
             raise FunctionError(ErrorCode.TOO_LARGE, 413, f"{len(data)} bytes")
         if not data:
@@ -129,6 +124,8 @@ class FunctionClient:
         fields = {str(k): str(v) for k, v in (answers or {}).items() if v not in (None, "")}
         request: dict[str, Any] = {"files": {UPLOAD_FIELD: (filename or "photo", data, content_type)},
                                    "headers": {"Accept": "application/json"}}
+        if language:
+            request["headers"]["Accept-Language"] = language
         if fields:
             request["data"] = fields
         return request

@@ -2,6 +2,11 @@
  * answer. Data is only ever written with textContent, never as HTML. Nothing is stored: no
  * cookies, no local storage; the photo lives in memory until the page is closed.
  * Without JavaScript (or without fetch) the form posts to the server, which renders the same blocks.
+ *
+ * Language: ?lang= in the URL (the select writes it there, and nowhere else), else the first of
+ * navigator.languages the page speaks, else English. The page's words in every language are in
+ * the embedded texts; each element with fixed words carries data-i18n="key". The function is
+ * asked for the same language (Accept-Language), so its advice comes in it too.
  */
 (function () {
   "use strict";
@@ -12,6 +17,8 @@
 
   var config = window.SKINSCAN_CONFIG || {};
   var texts = JSON.parse(document.getElementById("skinscan-texts").textContent);
+  var language = chooseLanguage();
+  var words = texts.words[language];
 
   var form = document.getElementById("upload-form");
   var inputs = [document.getElementById("photo"), document.getElementById("camera")];
@@ -25,6 +32,57 @@
   var chosen = null;      // the File to send
   var previewUrl = null;  // its object URL, revoked when replaced
   var busy = false;
+
+  // The base language of a tag ("pt-BR" -> "pt") when the page speaks it.
+  function spoken(tag) {
+    var base = String(tag || "").toLowerCase().replace("_", "-").split("-")[0];
+    return texts.languages.indexOf(base) >= 0 ? base : null;
+  }
+
+  function chooseLanguage() {
+    var fromUrl = spoken(new URLSearchParams(window.location.search).get("lang"));
+    if (fromUrl) return fromUrl;
+    var preferred = navigator.languages && navigator.languages.length ? navigator.languages : [navigator.language];
+    for (var i = 0; i < preferred.length; i++) {
+      if (spoken(preferred[i])) return spoken(preferred[i]);
+    }
+    return "en";
+  }
+
+  // Every element with fixed words, in the page and inside its <template>s, in the chosen language.
+  function applyLanguage(code) {
+    language = code;
+    words = texts.words[code];
+    document.documentElement.lang = code;
+    var roots = [document].concat(Array.prototype.map.call(document.querySelectorAll("template"),
+      function (template) { return template.content; }));
+    roots.forEach(function (root) {
+      root.querySelectorAll("[data-i18n]").forEach(function (element) {
+        var text = words.page[element.getAttribute("data-i18n")];
+        if (text != null) element.textContent = text;
+      });
+      // data-i18n-lead: the words before the element's first child ("Photo: <span>…</span>").
+      root.querySelectorAll("[data-i18n-lead]").forEach(function (element) {
+        var text = words.page[element.getAttribute("data-i18n-lead")];
+        if (text != null && element.firstChild && element.firstChild.nodeType === 3) {
+          element.firstChild.textContent = text + " ";
+        }
+      });
+      [["data-i18n-alt", "alt"], ["data-i18n-aria-label", "aria-label"], ["data-i18n-content", "content"]]
+        .forEach(function (pair) {
+          root.querySelectorAll("[" + pair[0] + "]").forEach(function (element) {
+            var text = words.page[element.getAttribute(pair[0])];
+            if (text != null) element.setAttribute(pair[1], text);
+          });
+        });
+    });
+    var select = document.getElementById("language");
+    if (select) select.value = code;
+    var hidden = document.getElementById("form-lang");
+    if (hidden) hidden.value = code;
+  }
+
+  if (document.documentElement.lang !== language) applyLanguage(language);
   var analyseLabel = analyseButton.textContent;
 
   function clone(id) {
@@ -50,12 +108,13 @@
     }
   }
 
-  // Mirrors skinscan_client.percent exactly: halves round up (0.125 -> "13%"); tests pin both.
+  // Mirrors skinscan.i18n.Translator.percent exactly: halves round up (0.125 -> "13%"), and the
+  // language's own pattern from Babel ("13 %" in German); tests pin both.
   function percent(probability) {
     var value = Number(probability);
     if (!isFinite(value)) return "";
-    if (value > 0 && value < 0.005) return "<1%";
-    return Math.round(Math.min(Math.max(value, 0), 1) * 100) + "%";
+    if (value > 0 && value < 0.005) return "<" + words.percent.replace("{n}", "1");
+    return words.percent.replace("{n}", String(Math.round(Math.min(Math.max(value, 0), 1) * 100)));
   }
 
   // The function's code, else the code for its status: the table is skinscan.contract's
@@ -65,14 +124,14 @@
     var candidates = [code, byStatus];
     for (var i = 0; i < candidates.length; i++) {
       var key = texts.errorAliases[candidates[i]] || candidates[i];
-      if (key && texts.errors[key]) return key;
+      if (key && words.errors[key]) return key;
     }
     return "unexpected";
   }
 
   function showError(key, focus) {
     var box = clone("error-template");
-    fill(box, "error-message", texts.errors[key] || texts.errors.unexpected);
+    fill(box, "error-message", words.errors[key] || words.errors.unexpected);
     show(box, focus);
   }
 
@@ -85,8 +144,8 @@
     }
     var level = String(recommendation.level || "");
     var view = clone("result-template");
-    view.className = "result level-" + (texts.levels[level] ? level : "unknown");
-    fill(view, "heading", texts.levels[level] || texts.defaultHeading);
+    view.className = "result level-" + (words.levels[level] ? level : "unknown");
+    fill(view, "heading", words.levels[level] || words.defaultHeading);
     fill(view, "message", recommendation.message);
 
     showChecklist(view, result, recommendation);
@@ -96,7 +155,7 @@
 
     var top = result.top_condition;
     if (top && typeof top === "object") {
-      fill(view, "top-label", top.label);
+      fill(view, "top-label", top.name || top.label);
       fill(view, "top-description", top.description);
     } else {
       removePart(view, "top");
@@ -110,7 +169,7 @@
       predictions.forEach(function (prediction) {
         var item = row.cloneNode(true);
         var probability = Math.min(Math.max(Number(prediction && prediction.probability) || 0, 0), 1);
-        fill(item, "label", prediction && prediction.label);
+        fill(item, "label", prediction && (prediction.name || prediction.label));
         fill(item, "percent", percent(probability));
         item.querySelector("meter").value = probability;
         list.appendChild(item);
@@ -127,17 +186,17 @@
     show(view, true);
   }
 
-  // What the answers did: the same sentences as skinscan_client.checklist_effect (texts.effects).
+  // What the answers did: the same sentences as skinscan_client.checklist_effect (words.effects).
   function showChecklist(view, result, recommendation) {
     var summary = result.checklist;
     if (!summary || typeof summary !== "object") { removePart(view, "checklist"); return; }
     var score = String(Number(summary.score) || 0);
-    var raised = recommendation.raised_by === "checklist" && texts.raisedTo[recommendation.level];
-    var effect = raised ? texts.effects.raised.replace("{to}", texts.raisedTo[recommendation.level])
-      : texts.effects[texts.raisedTo[summary.level] ? "agree" : "stands"].replace("{score}", score);
+    var raised = recommendation.raised_by === "checklist" && words.raisedTo[recommendation.level];
+    var effect = raised ? words.effects.raised.replace("{to}", words.raisedTo[recommendation.level])
+      : words.effects[words.raisedTo[summary.level] ? "agree" : "stands"].replace("{score}", score);
     fill(view, "checklist-effect", effect);
     if (raised) {
-      fill(view, "photo-alone", texts.levels[recommendation.photo_level] || texts.defaultHeading);
+      fill(view, "photo-alone", words.levels[recommendation.photo_level] || words.defaultHeading);
     } else {
       removePart(view, "photo-alone");
       view.querySelector('[data-part="checklist"]').classList.remove("is-raised");
@@ -157,7 +216,7 @@
     form.classList.toggle("is-busy", value);
     region.setAttribute("aria-busy", value ? "true" : "false");
     analyseButton.disabled = value;
-    analyseButton.textContent = value ? "Analysing…" : analyseLabel;
+    analyseButton.textContent = value ? words.page.analysing_button : analyseLabel;
     inputs.forEach(function (input) { if (input) input.disabled = value; });
   }
 
@@ -175,14 +234,14 @@
     previewUrl = URL.createObjectURL(file);
     previewImage.hidden = false;
     previewImage.src = previewUrl;
-    previewName.textContent = file.name || "Your photo";
+    previewName.textContent = file.name || words.page.your_photo;
     preview.hidden = false;
   }
 
   previewImage.addEventListener("error", function () {
     // e.g. a format the browser cannot display; the function may still read it
     previewImage.hidden = true;
-    previewName.textContent = (chosen && chosen.name ? chosen.name + ": " : "") + "no preview available.";
+    previewName.textContent = (chosen && chosen.name ? chosen.name + ": " : "") + words.page.no_preview;
   });
 
   inputs.forEach(function (input) {
@@ -253,7 +312,7 @@
   }
 
   async function payload(form) {
-    var headers = { "Accept": "application/json" };
+    var headers = { "Accept": "application/json", "Accept-Language": language };
     if (!sameOrigin(config.functionUrl) || !window.crypto || !window.crypto.subtle || !window.Response) {
       return { body: form, headers: headers };
     }
@@ -312,6 +371,24 @@
     }
     analyse(chosen);
   });
+
+  // The language select: a change applies at once and is remembered only in the URL (?lang=).
+  var languageForm = document.getElementById("language-form");
+  var languageSelect = document.getElementById("language");
+  if (languageForm && languageSelect) {
+    languageForm.classList.add("has-js");
+    languageForm.addEventListener("submit", function (event) { event.preventDefault(); });
+    languageSelect.addEventListener("change", function () {
+      var code = spoken(languageSelect.value) || "en";
+      if (busy) { languageSelect.value = language; return; }
+      applyLanguage(code);
+      analyseLabel = analyseButton.textContent;
+      region.replaceChildren();  // an answer in the old language would mix two languages
+      var url = new URL(window.location.href);
+      url.searchParams.set("lang", code);
+      window.history.replaceState(null, "", url.pathname + url.search + url.hash);
+    });
+  }
 
   form.classList.add("has-js");
 })();
