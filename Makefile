@@ -8,7 +8,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP_FLAGS ?= -q --disable-pip-version-check
 
-.PHONY: install install-dev serve check test test-deps bench translations clean
+.PHONY: install install-dev serve check test test-deps bench bench-train translations clean
 
 # One venv; each stamp records which extras are in it (pyproject.toml changes reinstall them).
 $(PY):
@@ -46,8 +46,14 @@ test: test-deps
 	bash infra/audit.sh
 	$(PY) -m pytest
 
+# Serving (the fast path against plain Keras), then training speed (the PyTorch trainer's step against a
+# Keras-on-TensorFlow step). Run them on idle cores: both print a warning when other work shared the machine.
 bench: install-dev
 	$(PY) bench/run.py
+	$(PY) bench/train.py
+
+bench-train: install-dev
+	$(PY) bench/train.py
 
 # After changing a user-facing text: refresh the template and every language's catalog, then
 # translate the new or fuzzy entries (tests/test_i18n.py fails until each language is complete).
