@@ -88,16 +88,22 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def peak_rss_mb(pid: int) -> float:
-    """VmHWM (peak resident set) of one process, MB (10^6 bytes)."""
+def peak_rss_mb(pid: int, field: str = "VmHWM") -> float:
+    """VmHWM (peak resident set) of one process, MB (10^6 bytes); ``field="VmRSS"``: the current one."""
     try:
         with open(f"/proc/{pid}/status") as handle:
             for line in handle:
-                if line.startswith("VmHWM:"):
+                if line.startswith(f"{field}:"):
                     return int(line.split()[1]) * 1024 / 1e6
     except OSError:
         pass
     return float("nan")
+
+
+def reset_peak_rss(pid: int) -> None:
+    """Start ``pid``'s VmHWM again from its current RSS (Linux 4.0+), so the next peak is one request's."""
+    with open(f"/proc/{pid}/clear_refs", "w") as handle:
+        handle.write("5")
 
 
 def tree_peak_rss(pid: int) -> dict[int, float]:
@@ -121,7 +127,7 @@ def _busy_seconds() -> float:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
-def _cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int) -> float:
     """CPU time of a live process, with that of the children it has already reaped."""
     try:
         with open(f"/proc/{pid}/stat") as handle:
@@ -158,7 +164,7 @@ class OtherLoad:
         live = set(descendants(os.getpid()))
         for helper in self.helpers:
             live |= {helper, *descendants(helper)}
-        return t.user + t.system + t.children_user + t.children_system + sum(map(_cpu_seconds, live))
+        return t.user + t.system + t.children_user + t.children_system + sum(map(cpu_seconds, live))
 
     def __enter__(self) -> "OtherLoad":
         self.wall, self.busy, self.ours = time.monotonic(), _busy_seconds(), self.our_cpu_seconds()
@@ -253,11 +259,11 @@ class MotoS3:
 
 # --------------------------------------------------------------------------- the function over HTTP
 
-def post_image(port: int, body: bytes, timeout: float = 120.0) -> tuple[int, bytes]:
-    """One classify request: a raw ``image/jpeg`` body on a fresh connection (as a browser or bot would)."""
+def post_image(port: int, body: bytes, timeout: float = 120.0, content_type: str = "image/jpeg") -> tuple[int, bytes]:
+    """One classify request: a raw image body on a fresh connection (as a browser or bot would)."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        connection.request("POST", "/", body=body, headers={"Content-Type": "image/jpeg"})
+        connection.request("POST", "/", body=body, headers={"Content-Type": content_type})
         response = connection.getresponse()
         return response.status, response.read()
     finally:

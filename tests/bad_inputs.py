@@ -128,6 +128,95 @@ def jpeg_bomb() -> bytes:
     return bytes(data)
 
 
+def streamed_png(width: int, height: int, bit_depth: int, colour_type: int, row) -> bytes:
+    """A PNG whose rows come from ``row(y) -> bytes``, compressed as they are made.
+
+    The whole bitmap never exists in memory, so the corpus can hold images of tens of megapixels.
+    """
+    header = png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0))
+    compressor = zlib.compressobj(9)
+    parts, previous = [], None
+    for y in range(height):
+        current = row(y)
+        # A row equal to the one above goes with PNG's "Up" filter: all zeros, next to nothing packed.
+        parts.append(compressor.compress(b"\2" + bytes(len(current)) if current == previous else b"\0" + current))
+        previous = current
+    parts.append(compressor.flush())
+    return b"\x89PNG\r\n\x1a\n" + header + png_chunk(b"IDAT", b"".join(parts)) + png_chunk(b"IEND", b"")
+
+
+def _bands(side: int, period: int = 64) -> list[np.ndarray]:
+    """A few float rows (0..1) of 128-pixel steps that differ band by band: not one flat colour,
+    yet compressible enough that a tens-of-megapixel image fits in a few hundred kB."""
+    x = np.floor(np.arange(side, dtype=np.float32) / 128) * 128 / side
+    return [0.5 + 0.4 * np.sin(6.0 * x + k / 3.0) * np.cos(3.0 * x - k / 5.0) for k in range(period)]
+
+
+def sixteen_bit_png_bomb(side: int = 8900) -> bytes:
+    """A 16-bit greyscale PNG of ``side`` x ``side`` (8900: 79 MP, ~170 kB): decoded, 2 bytes a pixel."""
+    rows = [(band * 60000).astype(">u2").tobytes() for band in _bands(side)]
+    return streamed_png(side, side, 16, 0, lambda y: rows[(y // 64) % len(rows)])
+
+
+def rgba_png_bomb(side: int = 8900) -> bytes:
+    """An RGBA PNG of ``side`` x ``side`` (8900: 79 MP, ~300 kB): decoded, 4 bytes a pixel."""
+    rows = []
+    for band in _bands(side):
+        rgba = np.stack([band * 230, band * 170, band * 140, np.full_like(band, 255)], -1)
+        rows.append(rgba.astype(np.uint8).tobytes())
+    return streamed_png(side, side, 8, 6, lambda y: rows[(y // 64) % len(rows)])
+
+
+def large_jpeg_bomb(side: int = 8900, **options: object) -> bytes:
+    """An RGB JPEG of ``side`` x ``side`` (8900: 79 MP, ~1.5 MB): smooth, so it compresses well.
+
+    JPEG cannot be streamed through Pillow, so making it takes the full bitmap once (~300 MB,
+    a second); the test and the benchmark make it once per run.
+    """
+    gradient = Image.linear_gradient("L").resize((side, side), Image.BILINEAR)
+    image = Image.merge("RGB", (gradient, gradient.transpose(Image.Transpose.ROTATE_90),
+                                gradient.transpose(Image.Transpose.FLIP_TOP_BOTTOM)))
+    del gradient
+    return save(image, "JPEG", **{"quality": 85, **options})
+
+
+def float_tiff_bomb(side: int = 6000) -> bytes:
+    """A 32-bit float TIFF of ``side`` x ``side`` (6000: 36 MP, ~200 kB, deflate), one strip."""
+    pixels = np.empty((side, side), dtype=np.float32)
+    bands = _bands(side)
+    for y in range(0, side, 64):
+        pixels[y:y + 64] = bands[(y // 64) % len(bands)] * 250
+    return save(Image.fromarray(pixels, "F"), "TIFF", compression="tiff_adobe_deflate")
+
+
+# The decoded-size bombs of issue 19: files of 0.2-1.5 MB, each under the 80 MP cap, that decode
+# to tens of megapixels (they cost 1.3-2.2 GB a request before). Two are now refused from the
+# header, as over skinscan.imaging.MAX_DECODE_BYTES; two are decoded within it. What each may
+# cost is pinned by tests/test_memory.py and measured by bench/memory.py.
+# name: (make, content type, file name, the function's error code or OK, status)
+MEMORY_BOMB_KINDS = {
+    "16-bit grey PNG 8900 x 8900": (sixteen_bit_png_bomb, "image/png", "deep.png", "image_too_large", 400),
+    "RGBA PNG 8900 x 8900": (rgba_png_bomb, "image/png", "screen.png", "image_too_large", 400),
+    "RGB JPEG 8900 x 8900": (large_jpeg_bomb, "image/jpeg", "huge.jpg", OK, 200),
+    "float TIFF 6000 x 6000": (float_tiff_bomb, "image/tiff", "float.tif", OK, 200),
+}
+
+
+# The costliest uploads the limits let through, near MAX_DECODE_BYTES (name: make, content type).
+AT_THE_LIMIT = {
+    "RGBA PNG 6000 x 6000": (lambda: rgba_png_bomb(6000), "image/png"),
+    "progressive JPEG 5000 x 5000, 4:4:4": (lambda: large_jpeg_bomb(5000, progressive=True, subsampling=0),
+                                            "image/jpeg"),
+}
+
+
+@cache
+def memory_bombs() -> tuple[FileCase, ...]:
+    """The decoded-size bombs as corpus cases (a few seconds to make, once per process)."""
+    return tuple(FileCase(f"decoded-size bomb: {name}", make(), mime, filename, code, status)
+                 for name, (make, mime, filename, code, status) in MEMORY_BOMB_KINDS.items())
+
+
 def exif_jpeg(orientation: int | None = None, gps: bool = False, marker: str = "") -> bytes:
     exif = Image.Exif()
     if orientation:
@@ -218,6 +307,7 @@ def files() -> tuple[FileCase, ...]:
                  "image_too_large", 400),
         FileCase("GIF bomb, 65535 x 65535", gif_bomb(), "image/gif", "bomb.gif", "image_too_large", 400),
         FileCase("JPEG bomb, 65500 x 65500", jpeg_bomb(), "image/jpeg", "bomb.jpg", "image_too_large", 400),
+        *memory_bombs(),
         # odd but valid images: a result (often "not recognised, please retake") is the right answer
         FileCase("1 x 1 JPEG", save(Image.new("RGB", (1, 1), (200, 150, 120)), "JPEG"), "image/jpeg",
                  "dot.jpg", OK),

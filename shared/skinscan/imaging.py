@@ -7,6 +7,7 @@ images prepared exactly as it was trained.
 
 from __future__ import annotations
 
+import ctypes
 import io
 import logging
 import threading
@@ -25,13 +26,14 @@ from .contract import ERROR_MESSAGES, NO_PIXELS, ErrorCode
 # decompression bomb, not a photo. ``decode`` refuses it from the header alone.
 MAX_PIXELS = 80_000_000
 
-# What decoding one image may hold in memory, also checked from the header: the bitmap Pillow
-# fills (a JPEG at its draft scale, anything else at full size: PNG, WebP, TIFF, BMP and GIF
-# cannot be decoded smaller) plus the decoder's own buffers. A file of a few hundred kB can
-# claim tens of megapixels, and a small file must not cost gigabytes (issue 19). 160 MiB is
-# about 40 MP of colour (Pillow keeps 4 bytes a pixel), 80 MP of 8 or 16-bit grey, a
-# progressive JPEG of 27-53 MP; a baseline JPEG is read at 1/8 scale and stops at MAX_PIXELS.
-# bench/memory.py measures what it means for a request (README, "Limits").
+# What decoding one image may hold in memory, also checked from the header (decode_cost): the
+# bitmap Pillow fills (a JPEG at its draft scale; PNG, WebP, TIFF, BMP and GIF cannot be decoded
+# smaller, and Pillow keeps 4 bytes a colour pixel) plus the decoder's own buffers. A file of a
+# few hundred kB can claim tens of megapixels, and must not cost gigabytes (issue 19). With the
+# shipped model a request then peaks near 300 MB, three at once near 500 (bench/memory.py). In
+# megapixels (`python bench/memory.py --limits`, README "Limits"): a baseline JPEG, as cameras
+# write, up to MAX_PIXELS (read at 1/8 scale); RGB PNG 42, RGBA PNG 37, progressive JPEG 28-55,
+# 16-bit grey 75, WebP 10.
 MAX_DECODE_BYTES = 160 * 1024 * 1024
 
 # Decodes in flight, all threads together, hold at most this much: a threaded server (gunicorn
@@ -53,17 +55,36 @@ def configure_process() -> None:
     """Process-wide Pillow, warnings and logging state; each entry point calls it once at start.
 
     Importing :mod:`skinscan` changes no global state. :func:`decode` is safe without this
-    (it checks the pixel count itself, because warning filters are global state that other
-    threads or test runners may change under us); this adds defence in depth for any other
-    Pillow use in the process and keeps uploads out of the logs.
+    (it checks the pixel count and the memory a decode will hold itself, because warning
+    filters are global state that other threads or test runners may change under us); this
+    adds defence in depth for any other Pillow use in the process, has memory freed after a
+    large image go back to the system, and keeps uploads out of the logs.
     """
     # Pillow's own limit matches ours, and its warning between 1x and 2x the limit is an error.
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
+    _give_large_buffers_back()
     # Pillow's DEBUG logging prints EXIF values (GPS position, names, comments) of every upload
     # it reads; uploads must never reach a log, whatever level the app runs at.
     pil = logging.getLogger("PIL")
     pil.setLevel(max(pil.level, logging.INFO))
+
+
+def _give_large_buffers_back() -> None:
+    """Have glibc return every freed buffer of 1 MiB or more to the system at once.
+
+    By default glibc raises its mmap threshold after the first large free (up to 32 MiB), so a
+    decoded bitmap's 16 MiB blocks come from the heap and, once freed, stay resident: a server
+    that decoded one large image kept ~200 MB more for good, and the next request's peak started
+    there (bench/memory.py, issue 19). A fixed threshold maps large buffers and unmaps them on free.
+    Elsewhere (macOS, musl) there is no ``mallopt`` to call, and nothing to do.
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    m_mmap_threshold = -3  # <malloc.h>
+    mallopt(ctypes.c_int(m_mmap_threshold), ctypes.c_int(1 << 20))
 
 
 class ImageError(ValueError):
@@ -162,14 +183,18 @@ def decode_cost(image: Image.Image, data: bytes, full_size: tuple[int, int], fac
     """Bytes that decoding ``image`` (opened, drafted, not loaded) will hold at its peak, from its header.
 
     The bitmap at the size the decoder fills, the 8-bit RGB image made from it when that is a new
-    one, and the decoder's own buffers: libjpeg keeps every DCT coefficient of the *full-size*
-    image (2 bytes each) for a JPEG of more than one scan, progressive ones included, whatever
-    the draft scale; libtiff reads a whole strip or tile before unpacking it.
+    one, a band in conversion, and the decoder's own buffers: libjpeg keeps every DCT coefficient
+    of the *full-size* image (2 bytes each) for a JPEG of more than one scan, progressive ones
+    included, whatever the draft scale; libtiff reads a whole strip or tile before unpacking it;
+    WebP and GIF frames pass through buffers of their own. Each figure was checked against the
+    measured peak (tests/test_memory.py).
     """
     width, height = image.size
     cost = width * height * _BYTES_PER_PIXEL.get(image.mode, 4)
     if image.mode != "RGB" or factor > 1:
         cost += -(-width // factor) * -(-height // factor) * 4
+    if image.mode not in ("RGB", "L"):
+        cost += BAND_PIXELS * 16  # one band being converted, numpy's temporaries included
     if image.format in ("JPEG", "MPO") and data.count(_START_OF_SCAN) > 1:
         layers = getattr(image, "layer", None) or [(0, 1, 1, 0)] * 3
         h_max, v_max = max(layer[1] for layer in layers), max(layer[2] for layer in layers)
@@ -177,11 +202,17 @@ def decode_cost(image: Image.Image, data: bytes, full_size: tuple[int, int], fac
         cost += int(full_size[0] * full_size[1] * share * 2)
     elif image.format == "TIFF":
         tags = getattr(image, "tag_v2", {})
+        bits = tags.get(258) or (8,)  # BitsPerSample: one value, or one a sample
+        stored = -(-max(bits) * max(len(bits), int(tags.get(277, 1))) // 8)  # bytes a pixel in the file
         if 322 in tags and 323 in tags:  # TileWidth, TileLength
             rows, row_width = min(int(tags[323]), height), min(int(tags[322]), width)
         else:
             rows, row_width = min(int(tags.get(278, height)), height), width  # RowsPerStrip
-        cost += rows * row_width * 8  # up to 8 bytes a pixel as stored (RGBA 16-bit, double)
+        cost += rows * row_width * stored
+    elif image.format == "WEBP":
+        cost += 3 * width * height * 4  # libwebp's frame, and Pillow's copy of it, and its reading buffer (measured)
+    elif image.format == "GIF":
+        cost += width * height  # the frame Pillow reads into before its palette is applied (measured)
     return cost
 
 
@@ -265,7 +296,10 @@ def _band_converter(image: Image.Image) -> tuple[Callable[[Image.Image], Image.I
         return floating, "L"
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (image.mode == "P" and "transparency" in image.info):
         def on_white(band: Image.Image) -> Image.Image:
-            # Transparent areas become white, as a viewer would show them.
+            # Transparent areas become white, as a viewer would show them. Most RGBA files are
+            # opaque all over; their bands need no white behind them.
+            if band.mode == "RGBA" and band.getchannel("A").getextrema()[0] == 255:
+                return band.convert("RGB")
             rgba = band.convert("RGBA")
             background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
             return Image.alpha_composite(background, rgba).convert("RGB")
