@@ -15,6 +15,7 @@ import os
 import re
 from dataclasses import dataclass
 
+import httpx
 from telegram import Bot, BotCommand
 from telegram.ext import Application, ApplicationBuilder
 
@@ -99,7 +100,7 @@ def keep_bot_api_answers_out_of_logs() -> None:
 
 
 def build_application(settings: BotSettings, *, with_updater: bool = True,
-                      rate_limiter: RateLimiter | None = None, auth: object | None = None) -> Application:
+                      rate_limiter: RateLimiter | None = None, auth: httpx.Auth | None = None) -> Application:
     """The one place an Application is built. ``with_updater=False`` for the webhook.
 
     ``auth``: an ``httpx.Auth`` for the calls to the classify function (e.g. SigV4 signing);

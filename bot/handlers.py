@@ -29,6 +29,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+import httpx
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
 from telegram.constants import ChatAction
 from telegram.error import TelegramError
@@ -86,11 +87,13 @@ class Services:
     function_url: str
     function_timeout_s: float = 30.0
     rate_limiter: RateLimiter = field(default_factory=RateLimiter)
-    auth: object | None = None  # an httpx.Auth for the function calls (e.g. SigV4), or None
+    auth: httpx.Auth | None = None  # for the function calls (e.g. SigV4), or None
+    transport: httpx.AsyncBaseTransport | None = None  # tests: a fake network (httpx.MockTransport)
 
     @property
     def client(self) -> FunctionClient:
-        return FunctionClient(self.function_url, timeout=self.function_timeout_s, auth=self.auth)
+        return FunctionClient(self.function_url, timeout=self.function_timeout_s, auth=self.auth,
+                              async_transport=self.transport)
 
 
 # -- the checklist's buttons: all their state is in callback_data and the photo they reply to ---------
@@ -143,7 +146,15 @@ def attachment_of(message: object) -> tuple[str, int | None, str, str] | None:
 
 
 def services(context: ContextTypes.DEFAULT_TYPE) -> Services:
-    return context.bot_data[SERVICES]
+    found: Services = context.bot_data[SERVICES]
+    return found
+
+
+def message_of(update: Update) -> Message:
+    """The message a message handler's filter matched (PTB types it optional: not every update has one)."""
+    if update.effective_message is None:
+        raise ValueError("a message handler ran for an update without a message")
+    return update.effective_message
 
 
 def register(application: Application, services_: Services) -> None:
@@ -163,39 +174,43 @@ def register(application: Application, services_: Services) -> None:
 
 
 async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    await update.effective_message.reply_text(replies.start_text(language_of(update)))
+    await message_of(update).reply_text(replies.start_text(language_of(update)))
 
 
 async def help_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    await update.effective_message.reply_text(replies.help_text(language_of(update)))
+    await message_of(update).reply_text(replies.help_text(language_of(update)))
 
 
 async def privacy(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    await update.effective_message.reply_text(replies.say(replies.PRIVACY, language_of(update)))
+    await message_of(update).reply_text(replies.say(replies.PRIVACY, language_of(update)))
 
 
 async def on_photo(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Telegram sends several sizes of a photo; the last one is the largest."""
-    largest = update.effective_message.photo[-1]
-    await analyse(update.effective_message, context, largest.file_id, largest.file_size,
+    message = message_of(update)
+    largest = message.photo[-1]
+    await analyse(message, context, largest.file_id, largest.file_size,
                   filename="photo.jpg", content_type="image/jpeg", tr=language_of(update))
 
 
 async def on_image_document(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """An image sent as a file keeps its full quality, which helps the model."""
-    document = update.effective_message.document
-    await analyse(update.effective_message, context, document.file_id, document.file_size,
+    message = message_of(update)
+    document = message.document
+    if document is None:  # the filter matched an image document; nothing else gets here
+        return
+    await analyse(message, context, document.file_id, document.file_size,
                   filename=document.file_name or "image", content_type=document.mime_type or "image/*",
                   tr=language_of(update))
 
 
 async def on_other_document(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    await update.effective_message.reply_text(replies.say(replies.NOT_AN_IMAGE_FILE, language_of(update)))
+    await message_of(update).reply_text(replies.say(replies.NOT_AN_IMAGE_FILE, language_of(update)))
 
 
 async def on_anything_else(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Text, stickers, videos, voice, unknown commands: never silence, always the way forward."""
-    await update.effective_message.reply_text(replies.say(replies.SEND_A_PHOTO, language_of(update)))
+    await message_of(update).reply_text(replies.say(replies.SEND_A_PHOTO, language_of(update)))
 
 
 async def analyse(message: Message, context: ContextTypes.DEFAULT_TYPE, file_id: str,
@@ -253,11 +268,13 @@ async def classify_attachment(context: ContextTypes.DEFAULT_TYPE, file_id: str, 
 async def on_checklist(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """One button press of the questions: ask the next one, or send the combined advice."""
     query = update.callback_query
+    if query is None:  # the handler is registered for callback queries only
+        return
     match = CALLBACK.fullmatch(query.data or "")
     message = query.message if isinstance(query.message, Message) else None
     photo = message.reply_to_message if message else None
     attachment = attachment_of(photo)
-    if match is None or attachment is None:
+    if match is None or attachment is None or photo is None:
         await stale_button(update, context)
         return
     state, done = match.group(1), bool(match.group(2))
@@ -298,8 +315,9 @@ async def stale_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> No
     """A button whose photo is gone (deleted, too old) or that this version does not know: say so."""
     log.info("a button without its photo was pressed")
     tr = language_of(update)
-    with contextlib.suppress(TelegramError):
-        await update.callback_query.answer(replies.say(replies.STALE_POPUP, tr))
+    if update.callback_query is not None:
+        with contextlib.suppress(TelegramError):
+            await update.callback_query.answer(replies.say(replies.STALE_POPUP, tr))
     if update.effective_chat:
         await context.bot.send_message(update.effective_chat.id, replies.say(replies.STALE_BUTTON, tr))
 

@@ -19,9 +19,9 @@ import io
 import os
 import re
 import socket
-import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -204,17 +204,24 @@ def wait_for_port(port: int, timeout: float = 30.0) -> None:
 
 
 @contextlib.contextmanager
-def moto_server():
-    """A real AWS HTTP endpoint (moto_server) on a free loopback port; yields its URL."""
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-p", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def moto_server(port: int = 0) -> Iterator[str]:
+    """A real AWS HTTP endpoint: moto's ThreadedMotoServer on loopback (``port`` 0: a free one),
+    emptied when it starts; yields its URL. Every test that needs S3 gets it from here."""
+    import urllib.request
+
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    url = "http://{}:{}".format(*server.get_host_and_port())
+    urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"), timeout=30).close()
     try:
-        wait_for_port(port)
-        yield f"http://127.0.0.1:{port}"
+        yield url
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        server.stop()
+        # stop() leaves the socket listening (connections would hang, not be refused): close it, so a
+        # stopped server is down the way a real outage is, and its port can be bound again.
+        server._server.server_close()  # type: ignore[union-attr]
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ a canned loopback server where a test needs a failure or an exact result.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import json
 import os
@@ -33,7 +34,7 @@ from telegram import Update
 
 from bot import replies
 from bot.app import BotSettings, build_application
-from bot.handlers import RateLimiter
+from bot.handlers import SERVICES, RateLimiter
 from bot.webhook import WebhookProcessor, handle_webhook, telegram_webhook
 from conftest import REPO, free_port, image_bytes
 from fakes import LAMBDA_CONTEXT, function_url_event
@@ -74,10 +75,10 @@ skinscan is not a diagnosis and not a substitute for a doctor."""
 
 # -- helpers -------------------------------------------------------------------------------------
 class CannedFunction:
-    """A stand-in classify function on loopback: a fixed answer, optionally late, and a log."""
+    """A stand-in classify function on loopback: a fixed answer, and a log."""
 
     def __init__(self) -> None:
-        self.status, self.payload, self.delay_s = 200, SAMPLE_RESULT, 0.0
+        self.status, self.payload = 200, SAMPLE_RESULT
         self.uploads: list[dict[str, Any]] = []
         canned = self
 
@@ -88,7 +89,6 @@ class CannedFunction:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 canned.uploads.append({"content_type": self.headers["Content-Type"], "body": body})
-                time.sleep(canned.delay_s)
                 payload = canned.payload
                 data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                 try:
@@ -282,10 +282,15 @@ def test_function_down_apologises_and_the_bot_keeps_running(emulator, photo):
     assert "try again later" in replies.TRY_AGAIN_LATER
 
 
-def test_slow_function_times_out_with_an_apology(emulator, canned, photo):
-    canned.delay_s = 3.0
+def test_slow_function_times_out_with_an_apology(emulator, photo):
+    """The function's network times out (a fake one, at once): the apology, no real-time wait."""
+    def too_slow(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("no answer in time", request=request)
+
+    app = make_app(emulator, "http://function.invalid/", function_timeout_s=0.5)
+    app.bot_data[SERVICES] = dataclasses.replace(app.bot_data[SERVICES], transport=httpx.MockTransport(too_slow))
     started = time.monotonic()
-    converse(make_app(emulator, canned.url, function_timeout_s=0.5), emulator.send_photo(CHAT, photo))
+    converse(app, emulator.send_photo(CHAT, photo))
     assert emulator.texts() == [replies.TOO_SLOW]
     assert time.monotonic() - started < 2.5
 

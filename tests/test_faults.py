@@ -19,8 +19,6 @@ import http.client
 import io
 import json
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -31,7 +29,7 @@ import boto3
 import pytest
 from functions_framework import create_app as create_function_app
 
-from conftest import REPO, free_port, image_bytes, wait_for_port
+from conftest import REPO, free_port, image_bytes, moto_server
 from skinscan import service
 from skinscan.manifest import sha256_file
 from skinscan.training.publish import publish_model
@@ -45,24 +43,23 @@ pytestmark = pytest.mark.slow
 
 # -- the store and its faults ----------------------------------------------------------------------
 class MotoServer:
-    """moto_server on a fixed port, which can be stopped and started again (empty) like a real outage."""
+    """conftest's moto server on a fixed port, which can be stopped and started again (empty) like a
+    real outage."""
 
     def __init__(self, port: int | None = None) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.process: subprocess.Popen | None = None
+        self._running: contextlib.ExitStack | None = None
 
-    def start(self) -> "MotoServer":
-        self.process = subprocess.Popen([sys.executable, "-m", "moto.server", "-p", str(self.port)],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for_port(self.port)
+    def start(self) -> MotoServer:
+        self._running = contextlib.ExitStack()
+        self._running.enter_context(moto_server(self.port))
         return self
 
     def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-            self.process = None
+        if self._running is not None:
+            self._running.close()
+            self._running = None
 
     def client(self):
         return boto3.client("s3", endpoint_url=self.url)
