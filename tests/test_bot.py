@@ -282,6 +282,56 @@ def test_function_down_apologises_and_the_bot_keeps_running(emulator, photo):
     assert "try again later" in replies.TRY_AGAIN_LATER
 
 
+def errors_reaching_the_error_handler(monkeypatch) -> list[BaseException]:
+    """What the generic error handler gets from now on (it still answers as it would)."""
+    from bot import handlers
+
+    seen: list[BaseException] = []
+    original = handlers.on_error
+
+    async def spy(update, context):
+        seen.append(context.error)
+        await original(update, context)
+
+    monkeypatch.setattr(handlers, "on_error", spy)  # register() looks it up when the app is built
+    return seen
+
+
+def test_a_failed_download_gets_its_own_apology_not_the_error_handler(emulator, canned, photo, monkeypatch):
+    """getFile fails (Telegram no longer has the file): one plain apology and the function is never called.
+
+    Regression: the download failure returned a bare string to callers that unpack a pair, so a
+    ValueError reached the generic error handler and only its apology came back.
+    """
+    errors = errors_reaching_the_error_handler(monkeypatch)
+    update = emulator.send_photo(CHAT, photo)
+    del emulator.files[update["message"]["photo"][-1]["file_id"]]
+    converse(make_app(emulator, canned.url), update, emulator.send_text(CHAT, "/help"))
+    assert emulator.texts() == [replies.TRY_AGAIN_LATER, replies.HELP]
+    assert "getFile" in emulator.methods() and not canned.uploads
+    assert errors == []
+    assert not emulator.messages[(CHAT, emulator.sent_messages[0]["message_id"])].get("reply_markup")
+
+
+def test_a_failed_download_at_the_end_of_the_questions_gets_the_apology_too(emulator, canned, photo, monkeypatch):
+    """The other caller: the answers are in, the photo is fetched again, and Telegram has lost it."""
+    errors = errors_reaching_the_error_handler(monkeypatch)
+    photo_update = emulator.send_photo(CHAT, photo)
+
+    def lose_the_photo_then_press(label: str):
+        def step():
+            del emulator.files[photo_update["message"]["photo"][-1]["file_id"]]
+            return emulator.press(CHAT, label)
+        return step
+
+    chat(make_app(emulator, canned.url), lambda: photo_update,
+         lambda: emulator.press(CHAT, replies.OFFER_BUTTON), lambda: emulator.press(CHAT, "Yes"),
+         lose_the_photo_then_press(replies.DONE_BUTTON))
+    assert emulator.texts()[0] == SAMPLE_REPLY and emulator.texts()[-1] == replies.TRY_AGAIN_LATER
+    assert len(canned.uploads) == 1  # the first answer only: the answers never reached the function
+    assert errors == []
+
+
 def test_slow_function_times_out_with_an_apology(emulator, photo):
     """The function's network times out (a fake one, at once): the apology, no real-time wait."""
     def too_slow(request: httpx.Request) -> httpx.Response:
