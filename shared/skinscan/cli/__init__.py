@@ -43,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--teacher", type=Path, metavar="BEST.pt", help="distil from this teacher run's checkpoint")
     train.add_argument("--distill-weight", type=float, default=0.7, help="a in (1-a)*CE + a*T^2*KL")
     train.add_argument("--temperature", type=float, default=2.0)
+    train.add_argument("--batchnorm-momentum", type=float, default=0.01,
+                       help="the student's BatchNorm update rate (0.01: Keras' 0.99, as v1-v2.2 trained)")
     train.add_argument("--image-size", type=int, default=128)
     train.add_argument("--epochs", type=int,
                        help="length of the cosine schedule (default 30; with --resume: the run's own)")
@@ -195,7 +197,8 @@ def run_train(args: argparse.Namespace) -> int:
     config = TorchTrainConfig(
         data=args.data, out=args.out, split_file=_split_for(SHIPPED_MODEL, args.split), role=args.role,
         teacher_name=args.teacher_name, image_size=args.image_size, teacher_checkpoint=args.teacher,
-        distill_weight=args.distill_weight, temperature=args.temperature, init_model=args.init_model,
+        distill_weight=args.distill_weight, temperature=args.temperature,
+        batchnorm_momentum=args.batchnorm_momentum, init_model=args.init_model,
         epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
         learning_rate=args.learning_rate, time_budget_minutes=args.time_budget, cache_dir=args.cache,
         pairs_per_batch=args.pairs, consistency=args.consistency, class_power=args.class_power,

@@ -66,6 +66,10 @@ class TorchTrainConfig:
     warmup_epochs: int = 1
     label_smoothing: float = 0.1
     dropout: float = 0.3
+    # The student's BatchNorm moving averages move as in the Keras recipe that trained v1-v2.2
+    # (Keras momentum 0.99 is torch's 0.01); torch's 0.1 made a warm-started student's validation
+    # figures swing by several points from one epoch to the next.
+    batchnorm_momentum: float = 0.01
     class_power: float = 0.35
     clinical_share: float = 0.35
     pairs_per_batch: int = 4
@@ -152,12 +156,15 @@ def build(config: TorchTrainConfig) -> nn.Module:
         from .torch_export import keras_to_torch
 
         network = keras_to_torch(keras.models.load_model(config.init_model, compile=False))
-        print(f"warm start: every weight from {config.init_model}", flush=True)
-        return network
-    network = student(config.dropout)
+    else:
+        network = student(config.dropout)
+        if config.init_model:
+            network.load_state_dict(torch.load(config.init_model, map_location="cpu", weights_only=True)["network"])
     if config.init_model:
-        network.load_state_dict(torch.load(config.init_model, map_location="cpu", weights_only=True)["network"])
         print(f"warm start: every weight from {config.init_model}", flush=True)
+    for layer in network.modules():
+        if isinstance(layer, nn.BatchNorm2d):
+            layer.momentum = config.batchnorm_momentum
     return network
 
 
