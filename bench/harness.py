@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import http.client
 import importlib.util
-import io
 import json
 import os
 import signal
@@ -179,18 +178,11 @@ class OtherLoad:
 # --------------------------------------------------------------------------- input photos
 
 def synthetic_jpeg(size: tuple[int, int] = (640, 480), seed: int = 0) -> bytes:
-    """A textured, skin-toned photo with a dark spot (as the tests make)."""
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    w, h = size
-    yy, xx = np.mgrid[0:h, 0:w]
-    base = np.stack([200 + 30 * np.sin(xx / 7), 150 + 25 * np.cos(yy / 5), 120 + 20 * np.sin((xx + yy) / 9)], -1)
-    base[((xx - w / 2) ** 2 + (yy - h / 2) ** 2) < (min(w, h) / 4) ** 2] *= 0.45
-    pixels = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels, "RGB").save(buffer, "JPEG", quality=90)
-    return buffer.getvalue()
+    """The tests' synthetic skin photo (``tests/photos.py``, loaded from its file) as a JPEG."""
+    spec = importlib.util.spec_from_file_location("skinscan_test_photos", BENCH.parent / "tests" / "photos.py")
+    photos = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(photos)
+    return photos.photo_bytes(size=size, seed=seed, quality=90)
 
 
 def load_photos(manifest: dict[str, Any], data: Path | None, count: int, seed: int = 0) -> tuple[list[bytes], str]:

@@ -30,6 +30,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from photos import encode, skin_photo
+
 MB = 1024 * 1024
 LIMIT = 10 * MB  # functions.http_api.MAX_UPLOAD_BYTES
 OK = None  # "expect a 200 result", in the code column
@@ -64,23 +66,7 @@ class RequestCase:
 
 
 # -- building blocks -------------------------------------------------------------------------------
-def photo(size: tuple[int, int] = (160, 120), seed: int = 0) -> Image.Image:
-    """A textured skin-toned photo with an off-centre dark spot: not symmetric under any rotation."""
-    rng = np.random.default_rng(seed)
-    w, h = size
-    yy, xx = np.mgrid[0:h, 0:w]
-    base = np.stack([200 + 30 * np.sin(xx / 7), 150 + 25 * np.cos(yy / 5),
-                     120 + 20 * np.sin((xx + yy) / 9)], -1)
-    spot = ((xx - w / 3) ** 2 + (yy - h / 3) ** 2) < (min(w, h) / 5) ** 2
-    base[spot] *= 0.4
-    base[: h // 6, :] *= 0.8  # a darker band along the top edge
-    return Image.fromarray(np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8), "RGB")
-
-
-def save(image: Image.Image, fmt: str, **options: object) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **options)
-    return buffer.getvalue()
+photo, save = skin_photo, encode  # the tests' one synthetic photo (tests/photos.py), and its encoder
 
 
 def jpeg(size: tuple[int, int] = (160, 120), **options: object) -> bytes:

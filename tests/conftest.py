@@ -15,7 +15,6 @@ any test after which TensorFlow or Keras is imported.
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import re
 import socket
@@ -24,9 +23,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 with contextlib.suppress(ImportError):
     # PyTorch's vision ops must load before TensorFlow in one process, or it segfaults
@@ -34,6 +31,7 @@ with contextlib.suppress(ImportError):
     import torchvision  # noqa: F401
 
 from fakes import FakeBackend, fake_manifest, is_fake_model, write_fake_model
+from photos import photo_bytes
 from skinscan import configure_process
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -46,22 +44,7 @@ FIXTURE_SIZE = 32
 needs_skin9 = pytest.mark.skipif(not SKIN9.is_dir(), reason=f"real photos not present at {SKIN9}")
 
 
-def image_bytes(mode: str = "RGB", size: tuple[int, int] = (160, 120), fmt: str = "JPEG",
-                seed: int = 0, **save: object) -> bytes:
-    """A textured, skin-toned test photo in any Pillow mode and format."""
-    rng = np.random.default_rng(seed)
-    w, h = size
-    yy, xx = np.mgrid[0:h, 0:w]
-    base = np.stack([200 + 30 * np.sin(xx / 7), 150 + 25 * np.cos(yy / 5), 120 + 20 * np.sin((xx + yy) / 9)], -1)
-    spot = ((xx - w / 2) ** 2 + (yy - h / 2) ** 2) < (min(w, h) / 4) ** 2
-    base[spot] *= 0.45
-    pixels = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
-    image = Image.fromarray(pixels, "RGB")
-    if mode != "RGB":
-        image = image.convert(mode)
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **save)
-    return buffer.getvalue()
+image_bytes = photo_bytes  # the tests' one synthetic photo (tests/photos.py), encoded
 
 
 @pytest.fixture(scope="session")
