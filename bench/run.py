@@ -199,10 +199,11 @@ def table(r: dict[str, Any]) -> str:
              f"<= {GOALS['cold_s']} s: {goals['cold']}")]
     for q in ("p50", "p95"):
         key = f"{q}_ms"
-        rows.append((f"warm latency {q}, 1 image (ms)", f"{fast['warm'][key]:.1f}", f"{base['warm'][key]:.1f} (predict)",
+        rows.append((f"warm latency {q}, 1 image (ms)", f"{fast['warm'][key]:.1f}",
+                     f"{base['warm'][key]:.1f} (predict)",
                      ratio(fast["warm"][key], base["warm"][key]),
                      f"<= {GOALS['warm_ratio']}x: {goals['warm']}" if q == "p50" else ""))
-    for mine, theirs in zip(fast["throughput"], base["throughput"]):
+    for mine, theirs in zip(fast["throughput"], base["throughput"], strict=True):
         rows.append((f"throughput, {mine['clients']} clients (images/s)", f"{mine['images_per_s']:.1f}",
                      f"{theirs['images_per_s']:.1f}", ratio(mine["images_per_s"], theirs["images_per_s"]),
                      f">= {GOALS['throughput']:.0f}: {goals['throughput']}" if mine is fast["throughput"][-1] else ""))

@@ -269,8 +269,10 @@ def test_analysing_state_escaping_and_timeout(driver, tmp_path):
 
     hostile = "<b id=injected>Melanoma</b>"
     answer = {"status": "ok",
-              "predictions": [{"label": hostile, "probability": 0.62}, {"label": "Melanocytic nevus", "probability": 0.2},
-                              {"label": "Dermatofibroma", "probability": 0.125}, {"label": "Vascular lesion", "probability": 0.004}],
+              "predictions": [{"label": hostile, "probability": 0.62},
+                              {"label": "Melanocytic nevus", "probability": 0.2},
+                              {"label": "Dermatofibroma", "probability": 0.125},
+                              {"label": "Vascular lesion", "probability": 0.004}],
               "recommendation": {"level": "urgent", "see_doctor": True, "message": "Please see a doctor <i>soon</i>."},
               "top_condition": {"label": hostile, "description": "<img src=x onerror=alert(1)>"},
               "disclaimer": "skinscan is not a diagnosis.", "model": {"name": "stand-in", "version": "0"}}
@@ -304,9 +306,11 @@ def test_analysing_state_escaping_and_timeout(driver, tmp_path):
         region = driver.find_element(By.ID, "result")
         labels = [e.text for e in region.find_elements(By.CSS_SELECTOR, ".prediction-label")]
         assert labels[0] == hostile and len(labels) == 4
-        assert [e.text for e in region.find_elements(By.CSS_SELECTOR, ".prediction-percent")] == ["62%", "20%", "13%", "<1%"]
+        percents = [e.text for e in region.find_elements(By.CSS_SELECTOR, ".prediction-percent")]
+        assert percents == ["62%", "20%", "13%", "<1%"]
         assert percent(0.125) == "13%"  # the script rounds as skinscan_client.percent (page server, bot)
-        assert region.find_element(By.CSS_SELECTOR, "[data-slot='top-description']").text == answer["top_condition"]["description"]
+        description = region.find_element(By.CSS_SELECTOR, "[data-slot='top-description']").text
+        assert description == answer["top_condition"]["description"]
         assert not driver.find_elements(By.CSS_SELECTOR, "#injected, #result img, #result i")
         assert "level-urgent" in region.find_element(By.CSS_SELECTOR, ".result").get_attribute("class")
 
@@ -394,7 +398,8 @@ def test_a_large_photo_is_sent_as_a_smaller_upright_copy(driver, fixture_model, 
 
         open_page(driver, f"http://127.0.0.1:{page.server_port}/")
         region = upload(driver, big)
-        assert len(region.find_elements(By.CSS_SELECTOR, ".prediction")) == 4, (region.text, [len(r) for r in received], [Image.open(io.BytesIO(r)).size for r in received])
+        assert len(region.find_elements(By.CSS_SELECTOR, ".prediction")) == 4, (
+            region.text, [len(r) for r in received], [Image.open(io.BytesIO(r)).size for r in received])
         assert len(received) == 1
         sent = Image.open(io.BytesIO(received[0]))
         assert sent.format == "JPEG" and sent.size == (960, 1280)  # upright, long side 1280

@@ -184,7 +184,7 @@ def test_the_glossary_names_each_condition_as_the_catalogs_do():
     assert [row[0].strip("`") for row in rows] == list(LABELS)
     for row in rows:
         label = row[0].strip("`")
-        for language, term in zip(TRANSLATED, row[1:]):
+        for language, term in zip(TRANSLATED, row[1:], strict=True):
             assert translator(language).gettext(label) == term, (language, label)
 
 

@@ -74,7 +74,8 @@ def test_checklist_advice_is_in_the_language_and_counts_points_its_way(api):
 
 
 @pytest.mark.parametrize(("language", "expected"), [("de", "Die hochgeladene Datei ist leer."),
-                                                    ("fr", "Le fichier envoyé est vide."), ("en", "The upload is empty.")])
+                                                    ("fr", "Le fichier envoyé est vide."),
+                                                    ("en", "The upload is empty.")])
 def test_error_messages_are_in_the_language_and_codes_are_not(api, language, expected):
     response = api.post("/", data=b"", content_type="image/jpeg", headers={"Accept-Language": language})
     assert response.status_code == 400 and response.headers["Content-Language"] == language

@@ -98,7 +98,8 @@ ERROR_MESSAGES: Final[Mapping[ErrorCode, str]] = MappingProxyType({
     ErrorCode.MISSING_IMAGE: N_("Send the photo in a form field named '{field}'."),
     ErrorCode.TOO_MANY_IMAGES: N_("Send one photo at a time."),
     ErrorCode.EMPTY_IMAGE: N_("The upload is empty."),
-    ErrorCode.NOT_AN_IMAGE: N_("The upload is not an image format we can read (use JPEG, PNG, WebP, GIF, BMP or TIFF)."),
+    ErrorCode.NOT_AN_IMAGE: N_("The upload is not an image format we can read "
+                               "(use JPEG, PNG, WebP, GIF, BMP or TIFF)."),
     ErrorCode.CORRUPT_IMAGE: N_("The image file is damaged or incomplete."),
     ErrorCode.IMAGE_TOO_LARGE: N_("The image has too many pixels to be a photo."),
     ErrorCode.TOO_LARGE: N_("The upload is over the {limit} MB limit."),

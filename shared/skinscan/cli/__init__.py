@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--out", type=Path, help="write evaluation.json/.txt and confusion_matrix.png here")
     evaluate.set_defaults(run=run_evaluate)
 
-    calibrate = commands.add_parser("calibrate", help="fit temperature, triage, quality and novelty rules on validation data")
+    calibrate = commands.add_parser("calibrate",
+                                    help="fit temperature, triage, quality and novelty rules on validation data")
     calibrate.add_argument("--model", type=Path, required=True)
     calibrate.add_argument("--data", type=Path, default=DEFAULT_DATA)
     calibrate.add_argument("--split", type=Path, help="split file (default: the one beside the model)")
@@ -128,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     sizes.add_argument("--out", type=Path, help="save the model at the best size here (then calibrate it)")
     sizes.set_defaults(run=run_input_size)
 
-    optimize = commands.add_parser("optimize", help="derive the fast LiteRT form of a model and verify it against the .h5")
+    optimize = commands.add_parser("optimize",
+                                   help="derive the fast LiteRT form of a model and verify it against the .h5")
     optimize.add_argument("--model", type=Path, required=True)
     optimize.add_argument("--kind", default="litert-float32", choices=["litert-float32", "litert-int8"])
     optimize.add_argument("--data", type=Path, default=DEFAULT_DATA, help="real photos to verify on (held-out split)")

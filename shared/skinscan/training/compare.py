@@ -83,10 +83,12 @@ def table(rows: list[dict[str, Any]]) -> str:
     lines = [header, "-" * len(header)]
     for row in rows:
         lines.append(f"{row['model']:12s} {row['epochs']:6d} {row['image_size']:4d} {row['train_accuracy']:9.3f} "
-                     f"{row['train_loss']:10.3f} {row['test_accuracy']:8.3f} {row.get('test_accuracy_clinical', float('nan')):7.3f} "
+                     f"{row['train_loss']:10.3f} {row['test_accuracy']:8.3f} "
+                     f"{row.get('test_accuracy_clinical', float('nan')):7.3f} "
                      f"{row.get('test_accuracy_dermoscopic', float('nan')):7.3f} {row['test_loss']:9.3f} "
                      f"{row['seconds_per_step']:7.3f}")
-    return "\n".join(lines) + f"\n(train = {TRAIN_SAMPLE} sampled training photos; test = held-out lesion-grouped split, {len(LABELS)} classes)\n"
+    return "\n".join(lines) + (f"\n(train = {TRAIN_SAMPLE} sampled training photos; "
+                               f"test = held-out lesion-grouped split, {len(LABELS)} classes)\n")
 
 
 def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
