@@ -1,76 +1,68 @@
 #!/usr/bin/env bash
-# Join the model parts that came back from the GPU machine, check them, and say what to run next.
+# Back here after the device call: join the parts, check every sha256, and export the student as the seed's .h5.
 #
-#   bash infra/gpu/fetch_and_join.sh FILES_AT [DEST]
+#   bash infra/gpu/fetch_and_join.sh FILES_AT [DEST] [--no-export]
 #
-# Run it from the repository root, with the pack that was carried still in runs/gpu/pack.npz (the split
-# file beside the model is taken from it: the photos training saw, and the test photos it never saw).
-# FILES_AT: the folder where the run tool left the files from $OUT (its reply's files_at).
-# DEST: where to put the joined model and its JSON files (default runs/gpu/model).
+# FILES_AT: where the run tool left the files from $OUT (its reply's files_at; SHA256SUMS may lie a folder or two
+# down). DEST (default runs/gpu/back) then holds teacher/ and student/ (best.pt, state.json: run folders that
+# `skinscan train --teacher` and `skinscan export` read), device.log, the split the runs used
+# (skinscan-densenet121.split.json, from the carried pack) and, unless --no-export, skinscan-densenet121.h5 with
+# its manifest, written by `skinscan export` only if it answers like the PyTorch network on real photos.
+# Run it from the repository root with the pack that travelled still in runs/gpu/pack.npz (PACK=...).
 set -euo pipefail
 
-SRC=${1:?usage: fetch_and_join.sh FILES_AT [DEST]}
-DEST=${2:-runs/gpu/model}
-NAME=skinscan-densenet121.h5
+EXPORT=1
+ARGS=()
+for arg in "$@"; do
+  if [ "$arg" = --no-export ]; then EXPORT=0; else ARGS+=("$arg"); fi
+done
+SRC=${ARGS[0]:?usage: fetch_and_join.sh FILES_AT [DEST] [--no-export]}
+DEST=${ARGS[1]:-runs/gpu/back}
 PY=${PYTHON:-.venv/bin/python}
 PACK=${PACK:-runs/gpu/pack.npz}
+DATA=${DATA:-../shared/data/skin9}
+SPLIT=$DEST/skinscan-densenet121.split.json
+
+SUMS=$(find "$SRC" -maxdepth 3 -name SHA256SUMS | head -1)
+[ -n "$SUMS" ] || { echo "no SHA256SUMS under $SRC: did the device run reach its bundling step? (see its output)"; exit 1; }
 mkdir -p "$DEST"
+cp -r --no-preserve=mode "$(dirname "$SUMS")"/. "$DEST"/  # the tool's copies are read-only
+"$PY" -m skinscan.training.gpu join "$DEST" || { echo "sha256 MISMATCH: do not use $DEST"; exit 1; }
 
-# The files may lie in FILES_AT itself or one folder down (…/out/).
-PART0=$(find "$SRC" -maxdepth 3 -name "$NAME.part-000" | head -1)
-[ -n "$PART0" ] || { echo "no $NAME.part-000 under $SRC"; exit 1; }
-DIR=$(dirname "$PART0")
-echo "parts from $DIR:"
-ls -l "$DIR"
-
-cat "$DIR/$NAME".part-* > "$DEST/$NAME"
-for f in SHA256SUMS skinscan-densenet121.json skinscan-densenet121.training.json \
-         skinscan-densenet121.state.json train.log; do
-  [ -f "$DIR/$f" ] && cp "$DIR/$f" "$DEST/"
-done
-( cd "$DEST" && grep " $NAME\$" SHA256SUMS | sha256sum -c - ) || { echo "sha256 MISMATCH: do not use $DEST/$NAME"; exit 1; }
-( cd "$DEST" && grep -v "part-\|train.log\| $NAME\$" SHA256SUMS | sha256sum -c --quiet - ) \
-  || echo "warning: a JSON file differs from what the device wrote"
-
-# The split beside the model, and the manifest's sha256 must describe the joined file (or serving refuses it).
-"$PY" - "$DEST" "$PACK" <<'EOF'
-import hashlib, json, sys
+"$PY" - "$DEST" "$PACK" "$SPLIT" <<'EOF'
+import json, sys
 from pathlib import Path
 import numpy as np
-dest, pack = Path(sys.argv[1]), Path(sys.argv[2])
+dest, pack, split = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
 if pack.exists():
     with np.load(pack, allow_pickle=False) as z:
-        info, split = json.loads(str(z["info_json"])), str(z["split_json"])
-    (dest / "skinscan-densenet121.split.json").write_text(split)
-    print(f"split from {pack} ({info['photos']} photos packed at {info['size']}px, "
-          f"source split sha256 {info['split_sha256'][:12]}...) -> {dest}/skinscan-densenet121.split.json")
+        info = json.loads(str(z["info_json"]))
+        split.write_text(str(z["split_json"]))
+    print(f"split: from {pack} ({info['photos']} photos packed at {info['size']}px, {info['codec']} q{info['quality']}) "
+          f"-> {split}")
 else:
-    print(f"no {pack}: copy the split file the pack was built from to {dest}/skinscan-densenet121.split.json")
-manifest = json.loads((dest / "skinscan-densenet121.json").read_text())
-digest = hashlib.sha256((dest / "skinscan-densenet121.h5").read_bytes()).hexdigest()
-print("manifest sha256 matches the joined .h5:", manifest["sha256"] == digest)
-training = dest / "skinscan-densenet121.training.json"
-if training.exists():
-    t = json.loads(training.read_text())
-    print("epochs run", t.get("epochs_run"), "of", t.get("total_epochs"), "| best epoch", t.get("best_epoch"),
-          "|", t.get("best_val"), "| seconds", t.get("seconds"), "|", t.get("hardware"))
-    print("gpu:", json.dumps(t.get("gpu", {}).get("probe")), t.get("gpu", {}).get("device"))
+    print(f"warning: no {pack}: `skinscan export` falls back to the shipped model's split")
+for role in ("teacher", "student"):
+    state_file = dest / role / "state.json"
+    if not state_file.exists():
+        print(f"{role}: no state.json came back")
+        continue
+    state = json.loads(state_file.read_text())
+    print(f"{role}: {state['epoch']} of {state['total_epochs']} epochs, best epoch {state.get('best_epoch')}: "
+          f"{state.get('best_val')}; {state.get('seconds')} s training; {state.get('hardware')}")
 EOF
 
-# The same .h5 under TensorFlow Keras must answer the fixed check batch as it did under torch on the device.
-if [ -f "$DEST/skinscan-densenet121.training.json" ]; then
-  TF_CPP_MIN_LOG_LEVEL=3 KERAS_BACKEND=tensorflow "$PY" -m skinscan.training.gpu verify --model "$DEST/$NAME" \
-      --training-json "$DEST/skinscan-densenet121.training.json" || echo "warning: backends disagree (see above)"
-fi
-
+[ "$EXPORT" = 1 ] || { echo "joined and checked: $DEST (export skipped)"; exit 0; }
+SPLIT_ARGS=()
+[ -f "$SPLIT" ] && SPLIT_ARGS=(--split "$SPLIT")
+"$PY" -m skinscan.cli export "$DEST/student/best.pt" --out "$DEST/skinscan-densenet121.h5" --data "$DATA" \
+    "${SPLIT_ARGS[@]}"
 cat <<EOF
 
-Joined: $DEST/$NAME (sha256 checked). Next, on this machine (TensorFlow venv):
-  .venv/bin/python -c "import keras; m = keras.models.load_model('$DEST/$NAME', compile=False); print(m.count_params())"
-  .venv/bin/skinscan calibrate --model $DEST/$NAME --data ../shared/data/skin9
-  .venv/bin/skinscan optimize  --model $DEST/$NAME --data ../shared/data/skin9
-  .venv/bin/skinscan evaluate  --model $DEST/$NAME --data ../shared/data/skin9 --part val
-  .venv/bin/skinscan evaluate  --model $DEST/$NAME --data ../shared/data/skin9 --part test
-then compare with the CPU model, and if it wins: publish it and update the card (hardware: the GPU line of
-$DEST/skinscan-densenet121.training.json, training seconds, epochs, the pack's size/quality).
+Next, here (TensorFlow venv):
+  .venv/bin/skinscan calibrate --model $DEST/skinscan-densenet121.h5 --data $DATA
+  .venv/bin/skinscan optimize  --model $DEST/skinscan-densenet121.h5 --data $DATA
+  .venv/bin/skinscan evaluate  --model $DEST/skinscan-densenet121.h5 --data $DATA --part val
+then compare with the shipped model on validation per photo type; the CPU can go on from the same runs:
+  .venv/bin/skinscan train --role student --out <new run> --init-model $DEST/student/best.pt --teacher $DEST/teacher/best.pt
 EOF

