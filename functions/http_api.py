@@ -1,8 +1,9 @@
 """The HTTP contract of the classify function, independent of where it runs.
 
-Google's functions-framework hands us a Flask request; the Lambda handler
-builds a Werkzeug request from its event. Both call :func:`respond`, so the
-status codes, CORS headers and JSON shapes are defined once, here.
+Google's functions-framework hands us a Flask request; on Lambda, apig-wsgi
+turns the event into a WSGI request (:mod:`functions.lambda_handler`). Both call
+:func:`respond`, so the status codes, CORS headers and JSON shapes are defined
+once, here; the shapes themselves are :mod:`skinscan.contract`'s.
 
 The request's ``Accept-Language`` (negotiated with q-values, :mod:`skinscan.i18n`) chooses the
 language of every text people read, error messages included; the answer says which in
