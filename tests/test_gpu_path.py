@@ -91,7 +91,7 @@ def test_a_pack_holds_train_and_val_as_serving_decodes_them(folder_and_split, tm
     assert pack.samples == expected  # path, label, lesion id, photo type, skin tone
     assert list(pack.parts) == ["train"] * len(split["train"]) + ["val"] * len(split["val"])
     assert set(pack.sources) == {"generated"}
-    for pixels, sample in zip(pack.pixels, pack.samples):
+    for pixels, sample in zip(pack.pixels, pack.samples, strict=True):
         assert psnr(pixels, dataset.decode_sample(root, sample, 32)) > 30  # EXIF turn included
     assert pack.split["test"] == [s.path for s in split["test"]]  # the held-out photos stay named
     assert info["file_bytes"] == (tmp_path / "pack.npz").stat().st_size
