@@ -375,7 +375,9 @@ def export_run(checkpoint: Path, out: Path, data: Path, split_file: Path, check_
     check = export_h5(network, size, out, inputs)
     run = Path(checkpoint).parent
     state = json.loads((run / "state.json").read_text()) if (run / "state.json").exists() else {}
+    split = dataset.load_split(split_file)
     training = {"trainer": "PyTorch (skinscan.training.torch_train)", "checkpoint_epoch": saved.get("epoch"),
+                "split_counts": {name: len(split[name]) for name in dataset.SPLITS},
                 "epochs_run": state.get("epoch"), "best_epoch": state.get("best_epoch"),
                 "best_val": state.get("best_val"), "seconds": state.get("seconds"),
                 "hardware": state.get("hardware"),
