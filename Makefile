@@ -3,24 +3,31 @@
 #   make test    install everything (.[dev]) and run the whole suite (what CI runs)
 # and, while working:
 #   make check   the fast tier: ruff, mypy, and the unit and contract tests on a fake backend (no TensorFlow)
+#   make lock    after changing a dependency: refresh uv.lock and the hashed requirements/*.txt
+# Both installs come from the lock, every package checked against its hash.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP_FLAGS ?= -q --disable-pip-version-check
 
-.PHONY: install install-dev serve check test test-deps bench bench-train translations clean
+.PHONY: install install-dev serve check test test-deps bench bench-memory bench-train lock translations clean
 
-# One venv; each stamp records which extras are in it (pyproject.toml changes reinstall them).
+# One venv; each stamp records which lock is installed in it (a refreshed lock reinstalls).
+# Every install comes from the lock: requirements/*.txt (exported from uv.lock by `make lock`) pin
+# each package with its hashes, and pip refuses any file whose hash differs; then skinscan itself,
+# editable and without dependencies, so nothing unlocked comes in.
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install $(PIP_FLAGS) --upgrade pip
 
-$(VENV)/.installed-serve: pyproject.toml | $(PY)
-	$(PY) -m pip install $(PIP_FLAGS) -e ".[serve,web,bot]"
+$(VENV)/.installed-serve: requirements/serve.txt | $(PY)
+	$(PY) -m pip install $(PIP_FLAGS) --require-hashes -r requirements/serve.txt
+	$(PY) -m pip install $(PIP_FLAGS) --no-deps -e .
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml | $(PY)
-	$(PY) -m pip install $(PIP_FLAGS) -e ".[dev]"
+$(VENV)/.installed-dev: requirements/dev.txt | $(PY)
+	$(PY) -m pip install $(PIP_FLAGS) --require-hashes -r requirements/dev.txt
+	$(PY) -m pip install $(PIP_FLAGS) --no-deps -e .
 	touch $@ $(VENV)/.installed-serve
 
 install: $(VENV)/.installed-serve
@@ -52,6 +59,25 @@ bench: install-dev
 	$(PY) bench/run.py
 	$(PY) bench/train.py
 
+# Memory and time per request for the costliest uploads (issue 19's goals), and what the
+# decode limits mean in megapixels.
+bench-memory: install-dev
+	$(PY) bench/memory.py
+	$(PY) bench/memory.py --limits
+
+# After changing a dependency in pyproject.toml: resolve every extra again (uv.lock) and export
+# the hashed requirements each install path uses: serve (make serve), dev (make test/check, CI)
+# and image (infra/Dockerfile: the Lambda image's serve and bot extras). uv runs from its own venv.
+UV_VERSION := 0.13.9
+UV := .uv/bin/uv
+EXPORT := $(UV) export --frozen --no-emit-project --format requirements-txt --quiet
+lock:
+	test -x $(UV) || ($(PYTHON) -m venv .uv && .uv/bin/pip install $(PIP_FLAGS) uv==$(UV_VERSION))
+	$(UV) lock
+	$(EXPORT) --extra serve --extra web --extra bot -o requirements/serve.txt
+	$(EXPORT) --extra dev -o requirements/dev.txt
+	$(EXPORT) --extra serve --extra bot -o requirements/image.txt
+
 bench-train: install-dev
 	$(PY) bench/train.py
 
@@ -65,4 +91,4 @@ translations: install-dev
 	$(VENV)/bin/pybabel update -i $(LOCALES)/skinscan.pot -d $(LOCALES) -D skinscan --width 100 --ignore-obsolete
 
 clean:
-	rm -rf $(VENV) .pytest_cache .serverless infra/node_modules
+	rm -rf $(VENV) .uv .pytest_cache .serverless infra/node_modules
