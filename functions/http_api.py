@@ -58,8 +58,17 @@ class ApiError(Exception):
 
 
 def cors_headers() -> dict[str, str]:
+    """What lets a page on another origin call the function (``SKINSCAN_CORS_ORIGIN``, default ``*``).
+
+    Set empty, nothing is sent and browsers keep other sites' scripts out: the AWS deployment does
+    that, where the page is same-origin (CloudFront) and integrators call with an API key, which
+    belongs on a server, never in a web page (README, "Environment"; infra/DEPLOY.md).
+    """
+    origin = os.environ.get("SKINSCAN_CORS_ORIGIN", "*")
+    if not origin:
+        return {}
     return {
-        "Access-Control-Allow-Origin": os.environ.get("SKINSCAN_CORS_ORIGIN", "*"),
+        "Access-Control-Allow-Origin": origin,
         "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
         "Access-Control-Allow-Headers": "Content-Type, Accept-Language",
         "Access-Control-Max-Age": "3600",

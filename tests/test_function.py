@@ -55,6 +55,18 @@ def test_cors_preflight_is_answered(client):
     assert "POST" in response.headers["Access-Control-Allow-Methods"]
 
 
+def test_an_empty_cors_origin_sends_no_cors_headers_as_deployed_on_aws(client, photo, monkeypatch):
+    """On AWS the page is same-origin and integrators call from servers: no browser elsewhere may call."""
+    monkeypatch.setenv("SKINSCAN_CORS_ORIGIN", "")
+    answers = [client.post("/", data=photo, content_type="image/jpeg"),
+               client.post("/", data=b"", content_type="image/jpeg"),
+               client.options("/", headers={"Origin": "https://elsewhere.example",
+                                            "Access-Control-Request-Method": "POST"})]
+    assert [a.status_code for a in answers] == [200, 400, 204]
+    for answer in answers:
+        assert not [name for name in answer.headers.keys() if name.lower().startswith("access-control-")]
+
+
 @pytest.mark.parametrize("kwargs,status,code", [
     ({"data": b"not an image at all", "content_type": "image/jpeg"}, 400, "not_an_image"),
     ({"data": image_bytes()[:300], "content_type": "image/jpeg"}, 400, "corrupt_image"),
