@@ -20,6 +20,7 @@ from telegram import Bot, BotCommand
 from telegram.ext import Application, ApplicationBuilder
 
 from skinscan.i18n import ENGLISH, LANGUAGES, N_, Translator, translator
+from skinscan_client import MAX_UPLOAD_BYTES
 from skinscan_client.signing import auth_from_env
 
 from .handlers import RateLimiter, Services, register
@@ -44,7 +45,14 @@ async def announce_commands(bot: Bot) -> None:
     await bot.set_my_commands(COMMANDS)
     for language in (code for code in LANGUAGES if code != ENGLISH.language):
         await bot.set_my_commands(commands(translator(language)), language_code=language)
-SECRET_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,256}")  # what Telegram accepts for secret_token
+# Telegram accepts 1-256 of these characters for secret_token; we ask at least 32 (DEPLOY.md makes 64):
+# the secret is the webhook's only credential, and a short one can be guessed.
+SECRET_TOKEN = re.compile(r"[A-Za-z0-9_-]{32,256}")
+SECRET_RULE = "the webhook secret must be 32-256 characters of A-Z, a-z, 0-9, _ and - (openssl rand -hex 32)"
+# Deliveries Telegram makes at once (setWebhook max_connections): the bot function's reserved
+# concurrency (serverless.yml botConcurrency), so a burst queues at Telegram instead of being
+# throttled by Lambda. Telegram's own default is 40.
+DEFAULT_MAX_CONNECTIONS = 2
 
 log = logging.getLogger("bot")
 
@@ -58,6 +66,14 @@ class BotSettings:
     api_base_url: str = DEFAULT_API_BASE_URL
     function_timeout_s: float = 30.0
     rate_limit_per_minute: int = 5
+    # The largest photo the deployment the bot talks to takes: the function's own 10 MB, or less
+    # where something in front of it caps requests (AWS Lambda: 6 MB of payload, base64: 4 MB).
+    max_upload_bytes: int = MAX_UPLOAD_BYTES
+
+    def __post_init__(self) -> None:
+        if not 0 < self.max_upload_bytes <= MAX_UPLOAD_BYTES:
+            raise ValueError(f"SKINSCAN_BOT_MAX_UPLOAD_BYTES must be 1 to {MAX_UPLOAD_BYTES} "
+                             "(the function refuses more)")
 
     @classmethod
     def from_env(cls, token: str, function_url: str) -> BotSettings:
@@ -67,6 +83,7 @@ class BotSettings:
             api_base_url=os.environ.get("TELEGRAM_API_BASE_URL") or DEFAULT_API_BASE_URL,
             function_timeout_s=float(os.environ.get("SKINSCAN_BOT_FUNCTION_TIMEOUT", "30")),
             rate_limit_per_minute=int(os.environ.get("SKINSCAN_BOT_RATE_LIMIT", "5")),
+            max_upload_bytes=int(os.environ.get("SKINSCAN_BOT_MAX_UPLOAD_BYTES") or MAX_UPLOAD_BYTES),
         )
 
 
@@ -119,6 +136,7 @@ def build_application(settings: BotSettings, *, with_updater: bool = True,
         function_url=settings.function_url,
         function_timeout_s=settings.function_timeout_s,
         rate_limiter=rate_limiter or RateLimiter(limit=settings.rate_limit_per_minute),
+        max_upload_bytes=settings.max_upload_bytes,
         auth=auth if auth is not None else auth_from_env(),
     ))
     return application
@@ -151,16 +169,21 @@ def run_polling(token: str, function_url: str) -> None:
     application.run_polling(allowed_updates=ALLOWED_UPDATES)
 
 
-def set_webhook(token: str, url: str, secret: str, api_base_url: str | None = None) -> None:
-    """Point Telegram at the webhook; every delivery will carry ``secret`` in a header."""
+def set_webhook(token: str, url: str, secret: str, api_base_url: str | None = None,
+                max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
+    """Point Telegram at the webhook; every delivery will carry ``secret`` in a header, and at most
+    ``max_connections`` deliveries run at once (the webhook function's concurrency)."""
     if not SECRET_TOKEN.fullmatch(secret or ""):
-        raise ValueError("the webhook secret must be 1-256 characters of A-Z, a-z, 0-9, _ and -")
+        raise ValueError(SECRET_RULE)
+    if not 1 <= max_connections <= 100:
+        raise ValueError("max_connections must be 1-100 (Telegram's range)")
     base_url, base_file_url = api_urls(api_base_url or os.environ.get("TELEGRAM_API_BASE_URL")
                                        or DEFAULT_API_BASE_URL)
 
     async def register_webhook() -> None:
         async with Bot(token, base_url=base_url, base_file_url=base_file_url) as bot:
-            await bot.set_webhook(url, secret_token=secret, allowed_updates=ALLOWED_UPDATES)
+            await bot.set_webhook(url, secret_token=secret, allowed_updates=ALLOWED_UPDATES,
+                                  max_connections=max_connections)
             await announce_commands(bot)
 
     asyncio.run(register_webhook())

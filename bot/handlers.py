@@ -89,6 +89,9 @@ class Services:
     rate_limiter: RateLimiter = field(default_factory=RateLimiter)
     auth: httpx.Auth | None = None  # for the function calls (e.g. SigV4), or None
     transport: httpx.AsyncBaseTransport | None = None  # tests: a fake network (httpx.MockTransport)
+    # What the deployment the bot talks to takes (BotSettings.max_upload_bytes): checked before a
+    # download and told to people, so a photo is never sent only to be refused.
+    max_upload_bytes: int = FUNCTION_MAX_BYTES
 
     @property
     def client(self) -> FunctionClient:
@@ -219,8 +222,9 @@ async def analyse(message: Message, context: ContextTypes.DEFAULT_TYPE, file_id:
     if file_size and file_size > TELEGRAM_DOWNLOAD_LIMIT:
         await message.reply_text(replies.too_big_for_telegram(file_size, TELEGRAM_DOWNLOAD_LIMIT, tr))
         return
-    if file_size and file_size > FUNCTION_MAX_BYTES:
-        await message.reply_text(replies.too_big_to_analyse(FUNCTION_MAX_BYTES, tr))
+    limit = services(context).max_upload_bytes
+    if file_size and file_size > limit:
+        await message.reply_text(replies.too_big_to_analyse(limit, tr))
         return
     limiter = services(context).rate_limiter
     retry_after = limiter.acquire(message.chat_id)
@@ -251,8 +255,8 @@ async def classify_attachment(context: ContextTypes.DEFAULT_TYPE, file_id: str, 
     except TelegramError as error:
         log.warning("could not download an attachment: %s", error)
         return replies.say(replies.TRY_AGAIN_LATER, tr), None
-    if len(image) > FUNCTION_MAX_BYTES:
-        return replies.too_big_to_analyse(FUNCTION_MAX_BYTES, tr), None
+    if len(image) > settings.max_upload_bytes:
+        return replies.too_big_to_analyse(settings.max_upload_bytes, tr), None
     try:
         result = await settings.client.aclassify(image, filename=filename, content_type=content_type,
                                                  answers=answers, language=tr.language)
@@ -260,7 +264,7 @@ async def classify_attachment(context: ContextTypes.DEFAULT_TYPE, file_id: str, 
         return {
             "timeout": replies.say(replies.TOO_SLOW, tr),
             "unreadable": replies.say(replies.UNREADABLE_IMAGE, tr),
-            "too_large": replies.too_big_to_analyse(FUNCTION_MAX_BYTES, tr),
+            "too_large": replies.too_big_to_analyse(settings.max_upload_bytes, tr),
         }.get(error.kind, replies.say(replies.TRY_AGAIN_LATER, tr)), None
     return (replies.format_combined(result, tr) if answers else replies.format_result(result, tr)), result
 

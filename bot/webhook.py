@@ -41,7 +41,7 @@ from telegram import Update
 from telegram.ext import Application
 from werkzeug.wrappers import Request, Response
 
-from bot.app import BotSettings, build_application, configure_logging, quiet_http_logs
+from bot.app import SECRET_RULE, SECRET_TOKEN, BotSettings, build_application, configure_logging, quiet_http_logs
 from bot.telemetry import logger, metrics, observe_delivery
 
 log = logging.getLogger("bot.webhook")
@@ -108,6 +108,8 @@ class WebhookProcessor:
 
     def __init__(self, settings: BotSettings, secret: str, *, remember: int = 1024,
                  budget_s: float = 50.0) -> None:
+        if not SECRET_TOKEN.fullmatch(secret or ""):  # the only credential: refuse to run on a weak one
+            raise ValueError(SECRET_RULE)
         self.settings = settings
         self._secret = secret.encode()
         self.budget_s = budget_s

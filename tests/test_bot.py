@@ -44,7 +44,7 @@ from telegram_emulator import TelegramEmulator
 CHAT = 4242
 # `skinscan bot`, as the console script runs it (skinscan.cli is a package with no __main__).
 RUN_BOT_COMMAND = "import sys; from skinscan.cli import main; sys.exit(main(['bot']))"
-SECRET = "s3cret_webhook-token"
+SECRET = "s3cret_webhook-token_0123456789abcdef"  # 37 characters: the bot refuses fewer than 32
 RESULT_LINE = re.compile(r"^[1-4]\. .+: (<1|\d{1,3})%$")
 SAMPLE_RESULT = {
     "status": "ok",
@@ -487,11 +487,51 @@ def test_set_webhook_command_registers_url_and_secret(emulator, monkeypatch, cap
     monkeypatch.setenv("TELEGRAM_WEBHOOK_SECRET", "not a valid secret!")
     assert main(["bot", "set-webhook", "https://bot.example.org/"]) == 2
     assert "setWebhook" not in emulator.methods()
+    monkeypatch.setenv("TELEGRAM_WEBHOOK_SECRET", "short_but_valid_for_Telegram")  # 28: guessable
+    assert main(["bot", "set-webhook", "https://bot.example.org/"]) == 2
+    assert "32-256 characters" in capsys.readouterr().err and "setWebhook" not in emulator.methods()
     monkeypatch.setenv("TELEGRAM_WEBHOOK_SECRET", SECRET)
     assert main(["bot", "set-webhook", "https://bot.example.org/"]) == 0
     assert emulator.webhook["url"] == "https://bot.example.org/"
     assert emulator.webhook["secret_token"] == SECRET
     assert emulator.webhook["allowed_updates"] == ["message", "callback_query"]
+    # As many deliveries at once as the webhook function may run (botConcurrency): a burst waits at
+    # Telegram instead of being throttled by Lambda.
+    assert int(emulator.webhook["max_connections"]) == 2
+    assert main(["bot", "set-webhook", "https://bot.example.org/", "--max-connections", "4"]) == 0
+    assert int(emulator.webhook["max_connections"]) == 4
+
+
+def test_the_webhook_refuses_to_start_with_a_short_secret(emulator, canned, monkeypatch):
+    settings = BotSettings(token=emulator.token, function_url=canned.url, api_base_url=emulator.url)
+    for weak in ("", "x", "a" * 31, "not a valid secret at all, spaces!"):
+        with pytest.raises(ValueError, match="32-256"):
+            WebhookProcessor(settings, weak)
+    from bot import webhook
+
+    webhook.reset()
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", emulator.token)
+    monkeypatch.setenv("TELEGRAM_WEBHOOK_SECRET", "a" * 31)
+    monkeypatch.setenv("SKINSCAN_FUNCTION_URL", canned.url)
+    with pytest.raises(ValueError, match="32-256"):
+        webhook.default_processor()
+    webhook.reset()
+
+
+def test_the_bot_checks_and_says_the_limit_of_the_deployment_it_talks_to(emulator, canned, monkeypatch):
+    """Behind AWS Lambda the function takes 4 MB of photo (6 MB payload, base64), not its own 10 MB."""
+    monkeypatch.setenv("SKINSCAN_BOT_MAX_UPLOAD_BYTES", str(4 * 1024 * 1024))
+    settings = BotSettings.from_env(emulator.token, canned.url)
+    settings = dataclasses.replace(settings, api_base_url=emulator.url)
+    five_mb = image_bytes(size=(40, 30), fmt="PNG") + b"\0" * (5 * 1024 * 1024)
+    converse(build_application(settings, with_updater=False),
+             emulator.send_document(CHAT, None, "scan.png", "image/png", file_size=len(five_mb)),
+             emulator.send_document(CHAT, five_mb[:3 * 1024 * 1024], "ok.png", "image/png"))
+    too_big, answered = emulator.texts()
+    assert "over the 4 MB I can analyse" in too_big and answered == SAMPLE_REPLY
+    assert len(canned.uploads) == 1 and "getFile" in emulator.methods()
+    with pytest.raises(ValueError):
+        BotSettings(token="t", function_url=canned.url, max_upload_bytes=11 * 1024 * 1024)
 
 
 # -- the checklist questions: inline buttons, one question at a time ------------------------------

@@ -150,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     set_webhook = bot_commands.add_parser("set-webhook", help="register the webhook URL with Telegram, "
                                           "with the secret from TELEGRAM_WEBHOOK_SECRET")
     set_webhook.add_argument("url")
+    set_webhook.add_argument("--max-connections", type=int, default=None,
+                             help="deliveries Telegram makes at once: the webhook function's concurrency "
+                                  "(serverless.yml botConcurrency; default bot.app.DEFAULT_MAX_CONNECTIONS, 2)")
     set_webhook.set_defaults(run=run_set_webhook)
 
     args = parser.parse_args(argv)
@@ -335,10 +338,10 @@ def run_set_webhook(args: argparse.Namespace) -> int:
     if not token or not secret:
         print("error: set TELEGRAM_BOT_TOKEN and TELEGRAM_WEBHOOK_SECRET", file=sys.stderr)
         return 2
-    from bot.app import set_webhook
+    from bot.app import DEFAULT_MAX_CONNECTIONS, set_webhook
 
     try:
-        set_webhook(token, args.url, secret)
+        set_webhook(token, args.url, secret, max_connections=args.max_connections or DEFAULT_MAX_CONNECTIONS)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
