@@ -159,6 +159,14 @@ def test_retake_advice_names_the_problem_and_still_points_to_a_doctor():
     assert "too dark" in advice.message and "doctor" in advice.message
 
 
+def test_a_fast_form_beside_the_manifest_is_accepted(fixture_model, tmp_path):
+    manifest = json.loads(manifest_path_for(fixture_model).read_text())
+    manifest["fast_path"] = {"kind": "litert-float32", "file": "skinscan-fixture.tflite", "sha256": FAST_SHA}
+    path = tmp_path / "ok.json"
+    path.write_text(json.dumps(manifest))
+    assert read_manifest(path)["fast_path"]["file"] == "skinscan-fixture.tflite"
+
+
 def test_manifest_round_trip_and_sha256_verification(fixture_model, tmp_path):
     manifest = read_manifest(manifest_path_for(fixture_model))
     assert manifest["labels"] == list(LABELS)
@@ -170,8 +178,18 @@ def test_manifest_round_trip_and_sha256_verification(fixture_model, tmp_path):
         verify_model_file(tampered, manifest)
 
 
+FAST_SHA = "ab" * 32
+
+
 @pytest.mark.parametrize("change", [
     {"labels": list(reversed(LABELS))}, {"format": 99}, {"sha256": "nothex"}, {"triage": None},
+    # The fast form's file is joined to the model's folder and S3 key: a path would climb out of them.
+    {"fast_path": {"file": "../../outside.tflite", "sha256": FAST_SHA}},
+    {"fast_path": {"file": "/etc/cron.d/x", "sha256": FAST_SHA}},
+    {"fast_path": {"file": "models/m.tflite", "sha256": FAST_SHA}},
+    {"fast_path": {"file": "..", "sha256": FAST_SHA}}, {"fast_path": {"file": "a\\b.tflite", "sha256": FAST_SHA}},
+    {"fast_path": {"file": 7, "sha256": FAST_SHA}}, {"fast_path": {"file": "m.tflite", "sha256": "x"}},
+    {"fast_path": "m.tflite"},
 ])
 def test_manifests_that_do_not_fit_are_refused(fixture_model, tmp_path, change):
     manifest = json.loads(manifest_path_for(fixture_model).read_text())

@@ -25,6 +25,7 @@ import os
 import re
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -183,6 +184,31 @@ def test_page_and_bot_keep_no_trace_of_uploads(served, watch, caplog, capfd):
     answers += replies
     assert not [r for r in replies if NAME in r]
     assert_no_trace(watch, caplog, capfd, answers)
+
+
+def test_skinscan_serve_access_log_never_shows_the_symptom_answers(fixture_service, caplog):
+    """`skinscan serve` logs each request; answers travel in the query string of a raw-body POST."""
+    import http.client
+
+    from werkzeug.serving import make_server
+
+    from conftest import classify_app
+    from skinscan.cli.local_stack import access_log_handler
+
+    server = make_server("127.0.0.1", 0, classify_app(), threaded=True, request_handler=access_log_handler())
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with caplog.at_level(logging.INFO, logger="werkzeug"):
+            connection = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=60)
+            connection.request("POST", "/?changed_size=yes&oozing=no", body=bad_inputs.jpeg(),
+                               headers={"Content-Type": "image/jpeg"})
+            assert connection.getresponse().status == 200
+            connection.close()
+    finally:
+        server.shutdown()
+    logged = "\n".join(record.getMessage() for record in caplog.records if record.name == "werkzeug")
+    assert '"POST / HTTP/1.1" 200' in logged  # the access log still says what happened
+    assert "changed_size" not in logged and "oozing" not in logged and "?" not in logged
 
 
 def test_exif_and_gps_are_never_echoed(served):

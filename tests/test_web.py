@@ -248,6 +248,44 @@ def test_function_failures_become_friendly_messages(fake_function):
         assert "Internal Server Error" not in html and "Bad gateway" not in html
 
 
+@pytest.mark.parametrize("declared", [False, True], ids=["streamed", "declared"])
+def test_an_endless_answer_is_read_no_further_than_the_answer_limit(declared):
+    """Whatever answers megabytes is not the function: the client stops reading (both clients)."""
+    import asyncio
+
+    import httpx
+
+    from skinscan_client import MAX_ANSWER_BYTES
+
+    sent = [0]
+
+    def endless():
+        while True:
+            sent[0] += 65536
+            yield b"{" * 65536
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        headers = {"Content-Length": str(50 * MAX_ANSWER_BYTES)} if declared else {}
+        return httpx.Response(200, headers=headers, content=endless())
+
+    async def aendless():
+        for chunk in endless():
+            yield chunk
+
+    def aanswer(request: httpx.Request) -> httpx.Response:
+        headers = {"Content-Length": str(50 * MAX_ANSWER_BYTES)} if declared else {}
+        return httpx.Response(200, headers=headers, content=aendless())
+
+    with pytest.raises(FunctionError) as caught:
+        FunctionClient("http://function.invalid/", transport=httpx.MockTransport(answer)).classify(image_bytes())
+    assert caught.value.code == "unexpected" and sent[0] <= MAX_ANSWER_BYTES + 65536
+    sent[0] = 0
+    with pytest.raises(FunctionError) as caught:
+        asyncio.run(FunctionClient("http://function.invalid/", async_transport=httpx.MockTransport(aanswer))
+                    .aclassify(image_bytes()))
+    assert caught.value.code == "unexpected" and sent[0] <= MAX_ANSWER_BYTES + 65536
+
+
 def test_slow_function_times_out(fake_function):
     url, answer = fake_function
     answer["delay"] = 2.0

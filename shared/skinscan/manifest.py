@@ -79,10 +79,23 @@ def validate(manifest: object) -> Manifest:
     for key in ("version", "sha256", "preprocessing", "calibration", "triage", "ood"):
         if key not in manifest:
             raise ManifestError(f"manifest has no {key!r}")
-    sha = manifest["sha256"]
-    if not (isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha)):
+    if not _is_digest(manifest["sha256"]):
         raise ManifestError("manifest sha256 is not a hex digest")
+    fast = manifest.get("fast_path")
+    if fast is not None:
+        # Its file is joined to the model's folder and S3 key (store, backends, publish): only a plain
+        # file name beside the manifest, never a path that climbs out of the cache or the bucket prefix.
+        name = fast.get("file") if isinstance(fast, dict) else None
+        if not (isinstance(name, str) and name == Path(name).name and name not in ("", ".", "..")
+                and "\\" not in name):
+            raise ManifestError("manifest fast_path.file is not a plain file name beside the manifest")
+        if not _is_digest(fast.get("sha256")):
+            raise ManifestError("manifest fast_path.sha256 is not a hex digest")
     return cast(Manifest, manifest)
+
+
+def _is_digest(value: object) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
 
 
 def write_manifest(manifest: Manifest | dict[str, Any], path: str | Path) -> None:

@@ -14,10 +14,11 @@ needs no numpy, Pillow or model. Nothing about an image but its size ever reache
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, Final
 
 import httpx
@@ -95,10 +96,11 @@ class FunctionClient:
         started = time.monotonic()
         try:
             with httpx.Client(timeout=self.timeout, auth=self.auth, transport=self._transport) as client:
-                response = client.post(self.url, **request)
+                with client.stream("POST", self.url, **request) as response:
+                    body = _capped(response, response.iter_bytes())
         except Exception as error:  # noqa: BLE001 - every transport failure becomes a FunctionError
             raise self._transport_error(error, len(data), started) from None
-        return self._result(response, len(data), started)
+        return self._result(response.status_code, body, len(data), started)
 
     async def aclassify(self, data: bytes, *, filename: str = "photo", content_type: str = "image/jpeg",
                         answers: Mapping[str, str] | None = None, language: str | None = None) -> Result:
@@ -108,10 +110,11 @@ class FunctionClient:
         try:
             async with httpx.AsyncClient(timeout=self.timeout, auth=self.auth,
                                          transport=self._async_transport) as client:
-                response = await client.post(self.url, **request)
+                async with client.stream("POST", self.url, **request) as response:
+                    body = await _acapped(response)
         except Exception as error:  # noqa: BLE001
             raise self._transport_error(error, len(data), started) from None
-        return self._result(response, len(data), started)
+        return self._result(response.status_code, body, len(data), started)
 
     # -- shared by both ----------------------------------------------------------------------------
     def _request_kwargs(self, data: bytes, filename: str, content_type: str,
@@ -141,14 +144,13 @@ class FunctionClient:
             return FunctionError(UNAVAILABLE, 503, type(error).__name__)
         return FunctionError(UNEXPECTED, 502, type(error).__name__)  # e.g. a malformed URL
 
-    def _result(self, response: httpx.Response, size: int, started: float) -> Result:
+    def _result(self, status: int, body: bytes | None, size: int, started: float) -> Result:
         payload: object = None
-        if len(response.content) <= MAX_ANSWER_BYTES:
+        if body is not None:
             try:
-                payload = response.json()
+                payload = json.loads(body)
             except ValueError:
                 payload = None
-        status = response.status_code
         if status == 200:
             try:
                 result = Result.from_wire(payload)
@@ -164,6 +166,36 @@ class FunctionClient:
         if 400 <= status < 500:
             raise FunctionError(code or code_for_status(status), status, f"HTTP {status}", field=field)
         raise FunctionError(UNEXPECTED, 502, f"HTTP {status}")
+
+
+def _capped(response: httpx.Response, chunks: Iterator[bytes]) -> bytes | None:
+    """The answer's body, or ``None`` once it passes :data:`MAX_ANSWER_BYTES` (reading stops there:
+    whatever answers that much is not the function, and must not fill our memory)."""
+    if _declared_too_long(response):
+        return None
+    body = bytearray()
+    for chunk in chunks:
+        body += chunk
+        if len(body) > MAX_ANSWER_BYTES:
+            return None
+    return bytes(body)
+
+
+async def _acapped(response: httpx.Response) -> bytes | None:
+    """:func:`_capped` for the asyncio client."""
+    if _declared_too_long(response):
+        return None
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) > MAX_ANSWER_BYTES:
+            return None
+    return bytes(body)
+
+
+def _declared_too_long(response: httpx.Response) -> bool:
+    declared = response.headers.get("content-length", "")
+    return declared.isdigit() and int(declared) > MAX_ANSWER_BYTES
 
 
 def _error_of(payload: object) -> tuple[str, str | None]:

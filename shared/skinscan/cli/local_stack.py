@@ -18,7 +18,7 @@ from ..store import ModelUnavailable, model_uri
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
-    from werkzeug.serving import BaseWSGIServer
+    from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler
 
 
 def function_source() -> str:
@@ -29,10 +29,29 @@ def function_source() -> str:
     return spec.origin
 
 
+def access_log_handler() -> type[WSGIRequestHandler]:
+    """Werkzeug's request handler, logging each request without its query string.
+
+    A raw-body classify request carries the checklist answers there (``POST /?changed_size=yes``),
+    and symptom answers must never reach a log; method, path and status are what an access log needs.
+    """
+    from urllib.parse import urlsplit
+
+    from werkzeug.serving import WSGIRequestHandler
+
+    class PathOnly(WSGIRequestHandler):
+        def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+            path = urlsplit(getattr(self, "path", "") or "").path or "?"
+            line = f"{getattr(self, 'command', '-')} {path} {getattr(self, 'request_version', '-')}"
+            self.log("info", '"%s" %s %s', line.translate(self._control_char_table), code, size)
+
+    return PathOnly
+
+
 def _serve_in_thread(app: WSGIApplication, host: str, port: int, name: str) -> BaseWSGIServer:
     from werkzeug.serving import make_server
 
-    server = make_server(host, port, app, threaded=True)
+    server = make_server(host, port, app, threaded=True, request_handler=access_log_handler())
     threading.Thread(target=server.serve_forever, name=name, daemon=True).start()
     return server
 
