@@ -499,6 +499,16 @@ def test_pillow_bomb_guard_is_set_deliberately():
     assert decode(small).size == (4000, 4000)
 
 
+def test_pillow_warns_on_hostile_files_and_decode_still_answers():
+    """The suite silences these two warnings (pyproject.toml); here, where they are the point, they are asserted."""
+    with pytest.warns(UserWarning, match="Corrupt EXIF data"):
+        image = decode(bad_inputs.corrupt_exif_jpeg(), draft_size=512)
+    assert image.mode == "RGB" and image.size == (160, 120)  # the pixels are fine: the photo is read
+    with pytest.warns(Image.DecompressionBombWarning), pytest.raises(ImageError) as caught:
+        decode(bad_inputs.png_bomb(10000, 9000, complete=False))  # 90 MP: Pillow only warns; we refuse
+    assert caught.value.code == "image_too_large"
+
+
 def test_the_pixel_limit_does_not_depend_on_global_warning_filters(monkeypatch):
     """Warning filters are process-wide; ``catch_warnings`` in another thread can drop ours.
 
