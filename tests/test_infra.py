@@ -213,7 +213,8 @@ def test_both_functions_run_the_pushed_image_resolved_to_its_digest(packaged):
 
 @needs_osls
 def test_classify_reads_the_model_from_the_model_bucket(template):
-    env = resources(template, "AWS::Lambda::Function")["ClassifyLambdaFunction"]["Properties"]["Environment"]["Variables"]
+    classify = resources(template, "AWS::Lambda::Function")["ClassifyLambdaFunction"]
+    env = classify["Properties"]["Environment"]["Variables"]
     assert env["SKINSCAN_MODEL_URI"] == {"Fn::Sub": "s3://${ModelBucket}/models/skinscan-densenet121.h5"}
     assert env["SKINSCAN_CACHE_DIR"] == "/tmp/skinscan-models"
     assert env["SKINSCAN_PRELOAD"] == "1"
@@ -408,7 +409,8 @@ def test_integrators_get_a_keyed_path_with_a_usage_plan(template):
     assert api["Name"] == "skinscan-dev", "the name the error-rate alarm and the dashboard watch"
     assert {"multipart/form-data", "image/*"} <= set(api["BinaryMediaTypes"]), "photos arrive intact (base64)"
     assert "*/*" not in api["BinaryMediaTypes"], "JSON answers must stay text"
-    methods = {m["Properties"]["HttpMethod"]: m["Properties"] for m in resources(template, "AWS::ApiGateway::Method").values()}
+    methods = {m["Properties"]["HttpMethod"]: m["Properties"]
+               for m in resources(template, "AWS::ApiGateway::Method").values()}
     assert set(methods) == {"POST", "GET"}
     for method in methods.values():
         assert method["ApiKeyRequired"] is True
