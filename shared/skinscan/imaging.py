@@ -32,8 +32,8 @@ MAX_PIXELS = 80_000_000
 # few hundred kB can claim tens of megapixels, and must not cost gigabytes (issue 19). With the
 # shipped model a request then peaks near 300 MB, three at once near 500 (bench/memory.py). In
 # megapixels (`python bench/memory.py --limits`, README "Limits"): a baseline JPEG, as cameras
-# write, up to MAX_PIXELS (read at 1/8 scale); RGB PNG 42, RGBA PNG 37, progressive JPEG 28-55,
-# 16-bit grey 75, WebP 10.
+# write, up to MAX_PIXELS (read at 1/8 scale); RGB PNG 41, RGBA PNG 36, progressive JPEG 28-55,
+# 16-bit grey 73, WebP 10.
 MAX_DECODE_BYTES = 160 * 1024 * 1024
 
 # Decodes in flight, all threads together, hold at most this much: a threaded server (gunicorn
@@ -134,9 +134,9 @@ def decode(data: bytes, *, draft_size: int | None = None) -> Image.Image:
     images use their first frame.
 
     ``draft_size`` is the smallest side the caller needs: a larger image comes
-    back reduced by a whole factor to no less than that (a JPEG while it is
-    decoded, which makes 12 MP photos cheap; any other format right after, in
-    its own mode, before it is converted). Memory is bounded by what the header
+    back reduced by a whole factor (a JPEG while it is decoded, to no less than
+    that, which makes 12 MP photos cheap; any other format right after, in its
+    own mode, before it is converted, to no less than twice that). Memory is bounded by what the header
     says the decode will hold (:data:`MAX_DECODE_BYTES`), never by a full-size
     float or RGB copy.
     """
@@ -170,8 +170,14 @@ def decode(data: bytes, *, draft_size: int | None = None) -> Image.Image:
 
 
 def reduction_factor(size: tuple[int, int], draft_size: int | None) -> int:
-    """The whole factor that keeps the shorter side at ``draft_size`` or more (1: keep the size)."""
-    return max(1, min(size) // draft_size) if draft_size else 1
+    """The whole factor that keeps the shorter side at twice ``draft_size`` or more (1: keep the size).
+
+    Twice, so that what works on the image afterwards (the quality checks' thumbnail, the model
+    input's resize) still does most of the filtering itself, as it did on the full-size image: reduced
+    to just ``draft_size``, a 1536-pixel PNG measured ~10 % sharper and near-threshold photos flipped
+    from "too blurry" to usable (the equivalence check of issue 19). Memory is the decoder's anyway.
+    """
+    return max(1, min(size) // (2 * draft_size)) if draft_size else 1
 
 
 # Bytes a pixel in Pillow's memory; every other mode (RGB included) takes 4.
