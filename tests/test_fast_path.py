@@ -43,9 +43,8 @@ def test_serving_prefers_the_fast_form_and_answers_like_keras(fast_model, photo)
     reference = Classifier.load(fast_model, backend="keras")
     assert fast.backend.name == "litert-float32" and reference.backend.name == "keras-h5"
     a, b = fast.classify_bytes(photo), reference.classify_bytes(photo)
-    assert [p["label"] for p in a["predictions"]] == [p["label"] for p in b["predictions"]]
-    assert np.allclose([p["probability"] for p in a["predictions"]],
-                       [p["probability"] for p in b["predictions"]], atol=1e-4)
+    assert [p.label for p in a.predictions] == [p.label for p in b.predictions]
+    assert np.allclose([p.probability for p in a.predictions], [p.probability for p in b.predictions], atol=1e-4)
 
 
 def test_an_altered_fast_form_is_ignored_and_the_h5_serves(fast_model, tmp_path):
