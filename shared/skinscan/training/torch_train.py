@@ -140,7 +140,8 @@ def training_loss(logits: torch.Tensor, labels: torch.Tensor, teacher_logits: to
         probabilities = F.softmax(logits, dim=1)
         camera, dermoscope = probabilities[:pairs], probabilities[pairs:2 * pairs]
         middle = ((camera + dermoscope) / 2).clamp_min(1e-7).log()
-        js = 0.5 * (F.kl_div(middle, camera, reduction="batchmean") + F.kl_div(middle, dermoscope, reduction="batchmean"))
+        js = 0.5 * (F.kl_div(middle, camera, reduction="batchmean")
+                    + F.kl_div(middle, dermoscope, reduction="batchmean"))
         loss = loss + config.consistency * js
     return loss
 
@@ -402,16 +403,14 @@ def evaluate_checkpoint(checkpoint: Path, data: Path, split_file: Path, part: st
 
     saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
     size, role = int(saved["image_size"]), saved["role"]
+    device = pick_device()
     if role == "teacher":
-        network = teacher(saved["teacher_name"], imagenet=False)
-        network.load_state_dict(saved["network"])
+        network, _ = load_teacher(checkpoint, device)
         statistics = LITE_STATISTICS
     else:
-        network, statistics = load_student(checkpoint), student_statistics(size)
-    network.eval()
+        network = load_student(checkpoint).to(device, memory_format=torch.channels_last)
+        statistics = student_statistics(size)
     samples = dataset.load_split(split_file, data)[part]
-    device = pick_device()
-    network = network.to(device, memory_format=torch.channels_last)
     chunks = []
     with torch.no_grad():
         for start in range(0, len(samples), 64):
