@@ -20,7 +20,13 @@ from skinscan.labels import LABELS  # noqa: E402
 from skinscan.training import data as dataset  # noqa: E402
 from skinscan.training.architecture import SEED_PARAMETER_COUNT  # noqa: E402
 from skinscan.training.torch_networks import keras_parameter_count, load_by_position, student, teacher  # noqa: E402
-from skinscan.training.torch_train import TorchTrainConfig, evaluate_checkpoint, train, training_loss  # noqa: E402
+from skinscan.training.torch_train import (  # noqa: E402
+    TorchTrainConfig,
+    build,
+    evaluate_checkpoint,
+    train,
+    training_loss,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SKIN9 = REPO.parent / "shared" / "data" / "skin9"
@@ -118,6 +124,19 @@ def test_teacher_then_distilled_student_then_resume_on_generated_photos(photo_fo
         assert 0.0 <= report["top1_accuracy"] <= report["top4_accuracy"] <= 1.0
 
 
+def test_a_teacher_continues_from_a_teacher_checkpoint_and_refuses_a_student_one(tmp_path):
+    config = TorchTrainConfig(data=tmp_path, out=tmp_path, split_file=tmp_path / "split.json", role="teacher")
+    earlier = teacher(imagenet=False)
+    torch.nn.init.normal_(earlier.classifier.weight)
+    torch.save({"network": earlier.state_dict(), "role": "teacher", "teacher_name": "lite0"}, tmp_path / "t.pt")
+    continued = build(TorchTrainConfig(**{**config.__dict__, "init_model": tmp_path / "t.pt"}))
+    assert torch.equal(continued.classifier.weight, earlier.classifier.weight)
+
+    torch.save({"network": student().state_dict(), "role": "student", "teacher_name": "lite0"}, tmp_path / "s.pt")
+    with pytest.raises(ValueError, match="not a lite0 teacher checkpoint"):
+        build(TorchTrainConfig(**{**config.__dict__, "init_model": tmp_path / "s.pt"}))
+
+
 @pytest.mark.slow
 def test_the_exported_h5_loads_in_tensorflow_and_answers_like_the_pytorch_network(photo_folder, tmp_path):
     import tensorflow  # noqa: F401  (after torchvision: see torch_networks)
@@ -169,3 +188,40 @@ def test_the_shipped_model_survives_keras_to_torch_to_keras_on_real_photos():
     check = verify_export(network, again, inputs)
     assert check.passed and check.same_top1 == 1.0
     assert np.array_equal(shipped.get_weights()[0], again.get_weights()[0])
+
+
+@pytest.mark.slow
+def test_the_teachers_keras_twin_answers_like_the_imagenet_teacher(photo_folder, tmp_path):
+    """Issue 18, item 4's first step: the teacher in Keras, checked like the student's export."""
+    import keras
+
+    from skinscan.training.torch_export import EXPORT_TOLERANCE, torch_probabilities
+    from skinscan.training.torch_networks import LITE_STATISTICS
+    from skinscan.training.torch_train import export_run
+
+    root, split = photo_folder
+    network = teacher()  # ImageNet weights: real BatchNorm statistics, not the fresh 0/1 ones
+    checkpoint = tmp_path / "teacher.pt"
+    torch.save({"network": network.state_dict(), "role": "teacher", "teacher_name": "lite0", "image_size": 64},
+               checkpoint)
+    record = export_run(checkpoint, tmp_path / "teacher.h5", root, split)
+    assert record["role"] == "teacher" and record["export_check"]["max_abs_difference"] <= EXPORT_TOLERANCE
+
+    reloaded = keras.models.load_model(tmp_path / "teacher.h5", compile=False)
+    assert reloaded.count_params() == keras_parameter_count(network)
+    pixels, _ = dataset.load_pixels(root, dataset.load_split(split, root)["test"], 64)
+    inputs = ((pixels / 255 - LITE_STATISTICS[0][0]) / LITE_STATISTICS[1][0]).astype(np.float32)
+    theirs = reloaded.predict(inputs, verbose=0)
+    ours = torch_probabilities(network.eval(), inputs)
+    assert np.abs(theirs - ours).max() <= EXPORT_TOLERANCE and (theirs.argmax(1) == ours.argmax(1)).all()
+
+
+@pytest.mark.slow
+def test_a_network_that_is_not_a_lite_teacher_is_refused_not_exported_differently():
+    import timm
+
+    from skinscan.training.torch_export import teacher_to_keras
+
+    with_squeeze_excite = timm.create_model("efficientnet_b0", pretrained=False, num_classes=9)
+    with pytest.raises(ValueError, match="not part of a Lite network"):
+        teacher_to_keras(with_squeeze_excite, 64)

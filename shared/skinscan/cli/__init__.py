@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
                        help="fit the cosine schedule into this many minutes (a resumed run stops there)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     train.add_argument("--init-model", type=Path, metavar="MODEL.h5",
-                       help="warm start the student from a trained skinscan .h5 (or a student .pt)")
+                       help="warm start from a trained skinscan .h5 or a run's .pt of the same role")
     train.add_argument("--split", type=Path, help="the lesion-grouped split file (default: the shipped model's)")
     train.add_argument("--cache", type=Path, help="keep the decoded photos here between runs")
     train.add_argument("--pairs", type=int, default=4, help="two-view lesions per batch (0: off)")
@@ -73,11 +73,13 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--seed", type=int, default=42)
     train.set_defaults(run=run_train)
 
-    export = commands.add_parser("export", help="write a trained student checkpoint as the seed's Keras .h5, "
-                                                "checked against the PyTorch network on real photos")
+    export = commands.add_parser("export", help="write a trained student checkpoint as the seed's Keras .h5 "
+                                                "(or a teacher's as its Keras twin), checked against the PyTorch "
+                                                "network on real photos")
     export.add_argument("checkpoint", type=Path,
-                        help="a student run's best.pt (or last.pt); with --to-torch, a skinscan .h5")
-    export.add_argument("--out", type=Path, required=True, help="the .h5 to write (its manifest goes beside it)")
+                        help="a student or teacher run's best.pt (or last.pt); with --to-torch, a skinscan .h5")
+    export.add_argument("--out", type=Path, required=True,
+                        help="the .h5 to write (a student's manifest goes beside it; a teacher's is not served yet)")
     export.add_argument("--to-torch", action="store_true",
                         help="the other way: write a trained skinscan .h5 as a student .pt for --init-model "
                              "where there is no TensorFlow (the lent GPU machine)")
@@ -226,7 +228,9 @@ def run_export(args: argparse.Namespace) -> int:
     record = export_run(args.checkpoint, args.out, args.data, _split_for(SHIPPED_MODEL, args.split))
     check = record["export_check"]
     print(f"wrote {args.out}: the Keras model matches the PyTorch network on {check['photos']} validation photos "
-          f"(max |dp| {check['max_abs_difference']:.1e}); calibrate it next")
+          f"(max |dp| {check['max_abs_difference']:.1e}); "
+          + ("the teacher is not served until the pair of issue 18, item 4, is built" if record.get("role") == "teacher"
+             else "calibrate it next"))
     return 0
 
 

@@ -42,7 +42,7 @@ def measure(model_path: Path, data: Path, split: dict, image_size: int) -> dict[
         figures[f"{part}_loss"] = float(-np.mean(np.log(probabilities[np.arange(len(labels)), labels] + 1e-7)))
         if part == "test":
             for kind in dataset.PHOTO_TYPES:
-                members = np.array([s.image_type == kind for s in samples])
+                members = np.array([s.photo_type == kind for s in samples])
                 if members.any():
                     figures[f"test_accuracy_{kind}"] = float(np.mean(correct[members]))
     return figures

@@ -46,12 +46,6 @@ class Sample:
     def group(self) -> str:
         return self.lesion_id or self.path
 
-    @property
-    def image_type(self) -> str:
-        """The old name, still read by the trainer and packer (train.py, pack.py, gpu.py, torch_train.py,
-        sampling.py, sizes.py, compare.py) until the model issue's rewrite lands; new code says photo_type."""
-        return self.photo_type
-
 
 def read_metadata(root: Path) -> dict[str, dict[str, str]]:
     """``METADATA.csv`` keyed by relative path; empty when the folder has none."""

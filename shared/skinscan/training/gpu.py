@@ -167,7 +167,7 @@ def stage(pack, work: Path, val_limit: int | None, seed: int, workers: int = 8) 
         writer.writerow(METADATA_COLUMNS)
         for sample, source in zip(pack.samples, pack.sources, strict=True):
             label, name = sample.path.split("/", 1)
-            writer.writerow([label, name, sample.lesion_id, sample.image_type, source,
+            writer.writerow([label, name, sample.lesion_id, sample.photo_type, source,
                              "" if sample.skin_tone is None else sample.skin_tone])
 
     def write(i: int) -> None:

@@ -104,7 +104,7 @@ def subset(samples: list[dataset.Sample], limit: int | None, seed: int) -> list[
         groups.setdefault(sample.group, []).append(sample)
     strata: dict[tuple, list[str]] = {}
     for key, members in groups.items():
-        types = "+".join(sorted({m.image_type for m in members}))
+        types = "+".join(sorted({m.photo_type for m in members}))
         strata.setdefault((members[0].label, types), []).append(key)
     order = {k: list(rng.permutation(sorted(v))) for k, v in sorted(strata.items())}
     chosen: list[dataset.Sample] = []
@@ -164,7 +164,7 @@ def build_pack(root: Path, split_file: Path, size: int, out: Path, *, codec: str
         paths=np.array([s.path for s in samples]),
         labels=np.array([s.label for s in samples], dtype=np.int16),
         lesion_ids=np.array([s.lesion_id for s in samples]),
-        image_types=np.array([s.image_type for s in samples]),
+        image_types=np.array([s.photo_type for s in samples]),
         skin_tones=np.array([-1 if s.skin_tone is None else s.skin_tone for s in samples], dtype=np.int16),
         sources=np.array([sources.get(s.path, "") for s in samples]),
         parts=np.array(part_names),

@@ -29,7 +29,7 @@ class BatchSampler:
             raise ValueError("a batch must have room for both views of every pair")
         self.batch_size = batch_size
         labels = np.array([s.label for s in samples])
-        clinical = np.array([s.image_type == "clinical" for s in samples])
+        clinical = np.array([s.photo_type == "clinical" for s in samples])
         counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
         class_weight = np.where(counts > 0, counts ** class_power, 0.0)
         class_weight /= class_weight.sum()
@@ -49,8 +49,8 @@ class BatchSampler:
 
         views: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
         for i, sample in enumerate(samples):
-            if sample.lesion_id and sample.image_type:
-                views[sample.lesion_id][sample.image_type].append(i)
+            if sample.lesion_id and sample.photo_type:
+                views[sample.lesion_id][sample.photo_type].append(i)
         self.pairs_by_lesion = [(v["clinical"], v["dermoscopic"]) for _, v in sorted(views.items())
                                 if v.get("clinical") and v.get("dermoscopic")]
         self.pairs = pairs if self.pairs_by_lesion else 0

@@ -27,7 +27,7 @@ def compare_sizes(model_path: Path, data: Path, split_file: Path, sizes: list[in
     model = keras.models.load_model(model_path, compile=False)
     samples = dataset.camera_first_subset(dataset.load_split(split_file, data)["val"], limit, seed=0)
     labels = np.array([s.label for s in samples])
-    types = [s.image_type for s in samples]
+    types = [s.photo_type for s in samples]
     rows = []
     for size in sizes:
         network = model if size == model.input_shape[1] else with_input_size(model, size)

@@ -10,6 +10,10 @@ order, so the copy is positional, with each tensor's layout converted:
 * the dense layer: transposed.
 
 :func:`verify_export` checks the result on real photos; the ``.h5`` is written only when it passes.
+
+The EfficientNet-Lite teacher gets a Keras twin too (:func:`teacher_to_keras`), built block by block
+from the PyTorch network: the first step towards serving the DenseNet121 together with the teacher
+(issue 18, item 4), since the function runs Keras/LiteRT and never PyTorch.
 """
 
 from __future__ import annotations
@@ -93,7 +97,7 @@ def _from_keras(layer: nn.Module, weights: list[np.ndarray]) -> None:
         layer.bias.copy_(torch.from_numpy(weights[1]))
 
 
-def torch_probabilities(network: SeedDenseNet, inputs: np.ndarray, batch_size: int = 32) -> np.ndarray:
+def torch_probabilities(network: nn.Module, inputs: np.ndarray, batch_size: int = 32) -> np.ndarray:
     """Softmax outputs in float32, eval mode, for NHWC model inputs (as Keras takes them)."""
     network.eval()
     outputs = []
@@ -115,7 +119,7 @@ class ExportCheck:
         return self.max_abs_difference <= EXPORT_TOLERANCE
 
 
-def verify_export(network: SeedDenseNet, model: Any, inputs: np.ndarray) -> ExportCheck:
+def verify_export(network: nn.Module, model: Any, inputs: np.ndarray) -> ExportCheck:
     """Compare the Keras model with the PyTorch network on the same model inputs."""
     ours = torch_probabilities(network, inputs)
     theirs = np.asarray(model.predict(inputs, batch_size=32, verbose=0))
@@ -123,9 +127,10 @@ def verify_export(network: SeedDenseNet, model: Any, inputs: np.ndarray) -> Expo
                        float(np.mean(ours.argmax(1) == theirs.argmax(1))))
 
 
-def export_h5(network: SeedDenseNet, image_size: int, out: Path, check_inputs: np.ndarray) -> ExportCheck:
-    """Write the ``.h5`` only if it answers like ``network`` on ``check_inputs``."""
-    model = torch_to_keras(network, image_size)
+def export_h5(network: nn.Module, image_size: int, out: Path, check_inputs: np.ndarray) -> ExportCheck:
+    """Write the ``.h5`` only if it answers like ``network`` (student or teacher) on ``check_inputs``."""
+    model = (torch_to_keras(network, image_size) if isinstance(network, SeedDenseNet)
+             else teacher_to_keras(network, image_size))
     check = verify_export(network, model, check_inputs)
     if not check.passed:
         raise RuntimeError(f"export differs from the trained network by {check.max_abs_difference:.2e} "
@@ -133,3 +138,73 @@ def export_h5(network: SeedDenseNet, image_size: int, out: Path, check_inputs: n
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     model.save(out, include_optimizer=False)
     return check
+
+
+# ------------------------------------------------------------------ the teacher's Keras twin
+
+def teacher_to_keras(network: nn.Module, image_size: int) -> Any:
+    """A float32 Keras model that answers like an EfficientNet-Lite teacher (timm's ``tf_efficientnet_lite*``).
+
+    Lite networks are plain: ReLU6, no squeeze-and-excitation, TensorFlow's "same" padding (which
+    Keras' ``padding="same"`` is) and BatchNorm epsilon 1e-3. Each torch layer is mirrored and
+    copied as it is met, so the two cannot drift apart in order; anything unexpected (an SE block,
+    another activation) raises instead of exporting a different network.
+    """
+    import keras
+
+    layers = keras.layers
+    network = network.eval()
+
+    def conv(x: Any, layer: nn.Conv2d, name: str) -> Any:
+        weight = layer.weight.detach().float()
+        if layer.groups > 1:
+            if layer.groups != layer.in_channels or layer.bias is not None:
+                raise ValueError(f"{name}: only bias-free depthwise convolutions are mirrored")
+            keras_layer = layers.DepthwiseConv2D(layer.kernel_size, layer.stride, padding="same", use_bias=False,
+                                                 name=name)
+            y = keras_layer(x)
+            keras_layer.set_weights([weight.permute(2, 3, 0, 1).numpy()])
+            return y
+        if layer.bias is not None:
+            raise ValueError(f"{name}: a convolution with a bias is not part of a Lite network")
+        keras_layer = layers.Conv2D(layer.out_channels, layer.kernel_size, layer.stride, padding="same",
+                                    use_bias=False, name=name)
+        y = keras_layer(x)
+        keras_layer.set_weights(_to_keras(layer))
+        return y
+
+    def norm(x: Any, layer: nn.Module, name: str) -> Any:
+        keras_layer = layers.BatchNormalization(epsilon=float(layer.eps), name=name)
+        y = keras_layer(x)
+        keras_layer.set_weights(_to_keras(layer))
+        activation = getattr(layer, "act", nn.Identity())
+        if isinstance(activation, nn.ReLU6):
+            return layers.ReLU(max_value=6.0, name=f"{name}_relu6")(y)
+        if not isinstance(activation, nn.Identity):
+            raise ValueError(f"{name}: activation {type(activation).__name__} is not part of a Lite network")
+        return y
+
+    inputs = keras.Input((image_size, image_size, 3), name="image")
+    x = norm(conv(inputs, network.conv_stem, "stem_conv"), network.bn1, "stem_bn")
+    for s, stage in enumerate(network.blocks):
+        for b, block in enumerate(stage):
+            name = f"block{s}_{b}"
+            if not isinstance(getattr(block, "se", nn.Identity()), nn.Identity):
+                raise ValueError(f"{name}: squeeze-and-excitation is not part of a Lite network")
+            shortcut = x
+            if hasattr(block, "conv_pwl"):  # inverted residual: expand, depthwise, project
+                x = norm(conv(x, block.conv_pw, f"{name}_expand"), block.bn1, f"{name}_expand_bn")
+                x = norm(conv(x, block.conv_dw, f"{name}_dw"), block.bn2, f"{name}_dw_bn")
+                x = norm(conv(x, block.conv_pwl, f"{name}_project"), block.bn3, f"{name}_project_bn")
+            else:  # depthwise separable: depthwise, project
+                x = norm(conv(x, block.conv_dw, f"{name}_dw"), block.bn1, f"{name}_dw_bn")
+                x = norm(conv(x, block.conv_pw, f"{name}_project"), block.bn2, f"{name}_project_bn")
+            if block.has_skip:
+                x = layers.Add(name=f"{name}_add")([shortcut, x])
+    x = norm(conv(x, network.conv_head, "head_conv"), network.bn2, "head_bn")
+    x = layers.GlobalAveragePooling2D(name="features")(x)
+    x = layers.Dropout(float(network.drop_rate), name="dropout")(x)
+    head = layers.Dense(network.classifier.out_features, activation="softmax", name="predictions")
+    outputs = head(x)
+    head.set_weights(_to_keras(network.classifier))
+    return keras.Model(inputs, outputs, name="efficientnet_lite_teacher")

@@ -44,6 +44,7 @@ from .torch_networks import LITE_STATISTICS, student, teacher
 from .train import figures_by_type, learning_rate, load_cached
 
 ROLES = ("student", "teacher")
+VALIDATION_SUBSET_SEED = 42
 
 
 @dataclass
@@ -57,7 +58,7 @@ class TorchTrainConfig:
     teacher_checkpoint: Path | None = None  # a teacher run's best.pt: the student distils from it
     distill_weight: float = 0.7  # a in (1 - a) * CE + a * T^2 * KL
     temperature: float = 2.0
-    init_model: Path | None = None  # warm start the student from a trained skinscan .h5 (or a .pt)
+    init_model: Path | None = None  # warm start from a trained skinscan .h5 or a run's .pt (same role)
     epochs: int | None = None  # default 30; on resume, None keeps the run's own schedule
     steps_per_epoch: int = 100
     batch_size: int = 32
@@ -150,7 +151,15 @@ def training_loss(logits: torch.Tensor, labels: torch.Tensor, teacher_logits: to
 
 def build(config: TorchTrainConfig) -> nn.Module:
     if config.role == "teacher":
-        return teacher(config.teacher_name)
+        network = teacher(config.teacher_name, imagenet=not config.init_model)
+        if config.init_model:
+            # A teacher continues on a new schedule from an earlier run's checkpoint.
+            saved = torch.load(config.init_model, map_location="cpu", weights_only=True)
+            if saved.get("role") != "teacher" or saved.get("teacher_name") != config.teacher_name:
+                raise ValueError(f"{config.init_model} is not a {config.teacher_name} teacher checkpoint")
+            network.load_state_dict(saved["network"])
+            print(f"warm start: every weight from {config.init_model}", flush=True)
+        return network
     if config.init_model and Path(config.init_model).suffix == ".h5":
         import keras
 
@@ -246,7 +255,8 @@ def train(config: TorchTrainConfig, *, resume: bool = False) -> dict[str, Any]:
 
     split = _split(config)
     train_samples = split["train"]
-    val_samples = dataset.camera_first_subset(split["val"], config.val_limit, config.seed)
+    # The per-epoch validation photos do not move with --seed, so runs with other seeds compare.
+    val_samples = dataset.camera_first_subset(split["val"], config.val_limit, VALIDATION_SUBSET_SEED)
     frozen_teacher, teacher_size = (load_teacher(config.teacher_checkpoint, device) if config.teacher_checkpoint
                                     else (None, config.image_size))
     view_size = max(config.image_size, teacher_size)  # one augmented view, seen by both networks
@@ -257,7 +267,7 @@ def train(config: TorchTrainConfig, *, resume: bool = False) -> dict[str, Any]:
     y_train = np.array([s.label for s in train_samples])
     x_val = load_cached(config.data, val_samples, config.image_size, config.cache_dir)
     y_val = np.array([s.label for s in val_samples])
-    val_types = [s.image_type for s in val_samples]
+    val_types = [s.photo_type for s in val_samples]
 
     statistics = student_statistics(config.image_size) if config.role == "student" else LITE_STATISTICS
     network = build(config)
@@ -360,13 +370,16 @@ def export_run(checkpoint: Path, out: Path, data: Path, split_file: Path, check_
     The export is checked on real validation photos (every camera photo first) decoded exactly as
     serving decodes them; nothing is written unless the Keras model answers within
     ``EXPORT_TOLERANCE`` of the PyTorch network. Calibration comes next (``skinscan calibrate``).
+    A teacher checkpoint gets its Keras twin instead (:func:`_export_teacher`).
     """
     from ..manifest import manifest_path_for, new_manifest, write_manifest
     from .torch_export import export_h5
 
     saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    if saved.get("role") == "teacher":
+        return _export_teacher(checkpoint, out, data, split_file, check_photos)
     if saved.get("role") != "student":
-        raise ValueError(f"{checkpoint} is a {saved.get('role')} checkpoint; only the DenseNet121 student is served")
+        raise ValueError(f"{checkpoint} is a {saved.get('role')} checkpoint, neither student nor teacher")
     size = int(saved["image_size"])
     network = load_student(checkpoint)
     preprocessing = Preprocessing(size=size)
@@ -389,6 +402,24 @@ def export_run(checkpoint: Path, out: Path, data: Path, split_file: Path, check_
         json.dumps({**state, "export_check": training["export_check"], "split_file": Path(split_file).name},
                    indent=1) + "\n")
     return training
+
+
+def _export_teacher(checkpoint: Path, out: Path, data: Path, split_file: Path, check_photos: int) -> dict[str, Any]:
+    """The teacher's Keras twin, checked on real validation photos like the student's export.
+
+    Nothing serves it yet: it is the first step of issue 18's item 4 (the DenseNet121 and the teacher
+    answering together), so it gets no manifest until the pair's manifest entry exists.
+    """
+    from .torch_export import export_h5
+
+    network, size = load_teacher(checkpoint, torch.device("cpu"))
+    network = network.float().to(memory_format=torch.contiguous_format)
+    samples = dataset.camera_first_subset(dataset.load_split(split_file, data)["val"], check_photos, seed=0)
+    pixels, _ = dataset.load_pixels(data, samples[:check_photos], size)
+    mean, std = (np.array(v, np.float32) for v in LITE_STATISTICS)
+    check = export_h5(network, size, out, ((pixels.astype(np.float32) / 255 - mean) / std).astype(np.float32))
+    return {"role": "teacher", "image_size": size,
+            "export_check": {"photos": check.photos, "max_abs_difference": check.max_abs_difference}}
 
 
 # ------------------------------------------------------------------ a checkpoint's own figures

@@ -169,7 +169,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     x_val = preprocessing.normalize(load_cached(config.data, val_samples, config.image_size,
                                                 config.cache_dir).astype(np.float32)).astype(np.float32)
     y_val = np.array([s.label for s in val_samples])
-    val_types = [s.image_type for s in val_samples]
+    val_types = [s.photo_type for s in val_samples]
 
     sampler = BatchSampler(train_samples, len(LABELS), batch_size=config.batch_size, pairs=config.pairs_per_batch,
                            class_power=config.class_power, clinical_share=config.clinical_share)
