@@ -195,6 +195,7 @@ def test_the_teachers_keras_twin_answers_like_the_imagenet_teacher(photo_folder,
     """Issue 18, item 4's first step: the teacher in Keras, checked like the student's export."""
     import keras
 
+    from skinscan.imaging import Preprocessing
     from skinscan.training.torch_export import EXPORT_TOLERANCE, torch_probabilities
     from skinscan.training.torch_networks import LITE_STATISTICS
     from skinscan.training.torch_train import export_run
@@ -210,7 +211,8 @@ def test_the_teachers_keras_twin_answers_like_the_imagenet_teacher(photo_folder,
     reloaded = keras.models.load_model(tmp_path / "teacher.h5", compile=False)
     assert reloaded.count_params() == keras_parameter_count(network)
     pixels, _ = dataset.load_pixels(root, dataset.load_split(split, root)["test"], 64)
-    inputs = ((pixels / 255 - LITE_STATISTICS[0][0]) / LITE_STATISTICS[1][0]).astype(np.float32)
+    lite = Preprocessing(size=64, mean=LITE_STATISTICS[0], std=LITE_STATISTICS[1])
+    inputs = lite.normalize(pixels.astype(np.float32)).astype(np.float32)
     theirs = reloaded.predict(inputs, verbose=0)
     ours = torch_probabilities(network.eval(), inputs)
     assert np.abs(theirs - ours).max() <= EXPORT_TOLERANCE and (theirs.argmax(1) == ours.argmax(1)).all()

@@ -156,14 +156,14 @@ def teacher_to_keras(network: nn.Module, image_size: int) -> Any:
     network = network.eval()
 
     def conv(x: Any, layer: nn.Conv2d, name: str) -> Any:
-        weight = layer.weight.detach().float()
         if layer.groups > 1:
             if layer.groups != layer.in_channels or layer.bias is not None:
                 raise ValueError(f"{name}: only bias-free depthwise convolutions are mirrored")
             keras_layer = layers.DepthwiseConv2D(layer.kernel_size, layer.stride, padding="same", use_bias=False,
                                                  name=name)
             y = keras_layer(x)
-            keras_layer.set_weights([weight.permute(2, 3, 0, 1).numpy()])
+            # torch's (channels, 1, h, w) -> Keras' depthwise (h, w, channels, 1)
+            keras_layer.set_weights([layer.weight.detach().float().permute(2, 3, 0, 1).cpu().numpy()])
             return y
         if layer.bias is not None:
             raise ValueError(f"{name}: a convolution with a bias is not part of a Lite network")

@@ -416,8 +416,8 @@ def _export_teacher(checkpoint: Path, out: Path, data: Path, split_file: Path, c
     network = network.float().to(memory_format=torch.contiguous_format)
     samples = dataset.camera_first_subset(dataset.load_split(split_file, data)["val"], check_photos, seed=0)
     pixels, _ = dataset.load_pixels(data, samples[:check_photos], size)
-    mean, std = (np.array(v, np.float32) for v in LITE_STATISTICS)
-    check = export_h5(network, size, out, ((pixels.astype(np.float32) / 255 - mean) / std).astype(np.float32))
+    preprocessing = Preprocessing(size=size, mean=LITE_STATISTICS[0], std=LITE_STATISTICS[1])
+    check = export_h5(network, size, out, preprocessing.normalize(pixels.astype(np.float32)).astype(np.float32))
     return {"role": "teacher", "image_size": size,
             "export_check": {"photos": check.photos, "max_abs_difference": check.max_abs_difference}}
 
