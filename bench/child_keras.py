@@ -1,5 +1,8 @@
 """The plain-Keras baseline, as a fresh process: import, load the .h5, predict.
 
+When the manifest names a companion (the DenseNet121 served with its teacher), the baseline loads
+and runs both ``.h5`` files and averages them, as the fast path does: the same model, served two ways.
+
 ``cold_only``: print one JSON line after the first prediction and exit.
 Otherwise the process stays up after that line and answers JSON commands on
 stdin, one per line, so the parent can interleave its measurements with the
@@ -38,29 +41,40 @@ def main() -> None:
     import keras
 
     imported = time.time()
-    model = keras.models.load_model(config["model"], compile=False)
-    loaded = time.time()
-
     from pathlib import Path
 
     from skinscan.imaging import Preprocessing, decode, to_model_input
     from skinscan.manifest import manifest_path_for, read_manifest
 
-    preprocessing = Preprocessing.from_dict(read_manifest(manifest_path_for(config["model"]))["preprocessing"])
+    # The same networks the fast path serves: the DenseNet121, and its companion when the manifest names one.
+    manifest = read_manifest(manifest_path_for(config["model"]))
+    networks = [(keras.models.load_model(config["model"], compile=False),
+                 Preprocessing.from_dict(manifest["preprocessing"]), 1.0)]
+    if "companion" in manifest:
+        entry = manifest["companion"]
+        companion = keras.models.load_model(Path(config["model"]).with_name(entry["file"]), compile=False)
+        networks = [(networks[0][0], networks[0][1], 1.0 - entry["weight"]),
+                    (companion, Preprocessing.from_dict(entry["preprocessing"]), entry["weight"])]
+    loaded = time.time()
     photos = sorted(Path(config["photos"]).glob("*.jpg"))
 
     def prepare(path):
-        return to_model_input(decode(path.read_bytes(), draft_size=max(2 * preprocessing.size, 512)), preprocessing)
+        image = decode(path.read_bytes(), draft_size=max(2 * networks[0][1].size, 512))
+        return [to_model_input(image, preprocessing) for _, preprocessing, _ in networks]
 
-    model.predict(prepare(photos[0]), verbose=0)
+    def predict(inputs):
+        return sum(weight * model.predict(x, verbose=0) for (model, _, weight), x in zip(networks, inputs, strict=True))
+
+    predict(prepare(photos[0]))
     first = time.time()
     reply({"import_s": imported - started, "load_s": loaded - imported, "first_predict_s": first - loaded,
-           "first_prediction_epoch": first, "keras": keras.__version__, "peak_rss_mb": vm_hwm_mb()})
+           "first_prediction_epoch": first, "keras": keras.__version__, "peak_rss_mb": vm_hwm_mb(),
+           "networks": len(networks)})
     if config["cold_only"]:
         return
     inputs = [prepare(p) for p in photos]
     for x in inputs[:3]:
-        model.predict(x, verbose=0)
+        predict(x)
     reply({"ready": True})  # warm-up done: nothing runs here until the parent asks
     for line in sys.stdin:
         command = json.loads(line)
@@ -69,11 +83,11 @@ def main() -> None:
             for i in range(command["n"]):
                 x = inputs[(command.get("offset", 0) + i) % len(inputs)]
                 t = time.perf_counter()
-                model.predict(x, verbose=0)
+                predict(x)
                 seconds.append(time.perf_counter() - t)
             reply({"seconds": seconds})
         elif command["cmd"] == "throughput":
-            reply(threaded(model, inputs, command["clients"], command["duration"]))
+            reply(threaded(predict, inputs, command["clients"], command["duration"]))
         elif command["cmd"] == "rss":
             reply({"peak_rss_mb": vm_hwm_mb()})
         else:
@@ -81,8 +95,8 @@ def main() -> None:
             return
 
 
-def threaded(model, inputs, clients: int, duration: float) -> dict:
-    """``clients`` threads calling model.predict back to back (the baseline's best concurrent effort)."""
+def threaded(predict, inputs, clients: int, duration: float) -> dict:
+    """``clients`` threads calling ``predict`` back to back (the baseline's best concurrent effort)."""
     counts, errors, finished = [0] * clients, [], [0.0] * clients
     start = time.perf_counter()
     stop_at = start + duration
@@ -91,7 +105,7 @@ def threaded(model, inputs, clients: int, duration: float) -> dict:
         k = index
         while time.perf_counter() < stop_at:
             try:
-                model.predict(inputs[k % len(inputs)], verbose=0)
+                predict(inputs[k % len(inputs)])
                 counts[index] += 1
             except Exception as error:  # Keras does not promise thread safety
                 errors.append(repr(error)[:200])

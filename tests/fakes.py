@@ -16,6 +16,7 @@ backend and any real ``.h5`` on Keras.
 from __future__ import annotations
 
 import base64
+import json
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,31 @@ def write_fake_model(folder: Path, size: int, name: str = "fixture.h5") -> Path:
     path.write_bytes(FAKE_MAGIC + bytes(range(256)) * 16)
     manifest = new_manifest(path, Preprocessing(size).to_dict(), "fixture-random-weights")
     manifest["quality"]["min_side"] = 16
+    write_manifest(manifest, manifest_path_for(path))
+    return path
+
+
+COMPANION_SIZE = 48  # the fake companion sees the photo at another size and normalisation, as the teacher does
+
+
+def write_fake_pair(folder: Path, size: int, name: str = "pair.h5", weight: float = 0.5) -> Path:
+    """A fake model file served with a fake companion (:mod:`skinscan.companion`), both verified by sha256.
+
+    The companion's entry is written as a teacher export writes it (``teacher.json`` beside
+    ``teacher.h5``), then joined to the model's manifest as ``skinscan calibrate --companion`` joins it.
+    """
+    from skinscan.manifest import read_companion, read_manifest, sha256_file
+
+    path = write_fake_model(folder, size, name)
+    teacher = folder / "teacher.h5"
+    teacher.write_bytes(FAKE_MAGIC + bytes(reversed(range(256))) * 8)
+    entry = {"role": "teacher", "architecture": "fake teacher (no weights)", "file": teacher.name,
+             "bytes": teacher.stat().st_size, "sha256": sha256_file(teacher),
+             "preprocessing": Preprocessing(COMPANION_SIZE, mean=(0.5,) * 3, std=(0.5,) * 3).to_dict()}
+    manifest_path_for(teacher).write_text(json.dumps(entry))
+    manifest = read_manifest(manifest_path_for(path))
+    manifest["companion"] = read_companion(manifest_path_for(teacher), weight)
+    manifest["photo_type"] = fake_manifest(size)["photo_type"]
     write_manifest(manifest, manifest_path_for(path))
     return path
 

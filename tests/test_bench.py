@@ -43,7 +43,7 @@ def fast_model(tmp_path_factory):
     manifest = new_manifest(model, Preprocessing(32).to_dict(), "bench-test-tiny")
     manifest["quality"]["min_side"] = 16
     write_manifest(manifest, manifest_path_for(model))
-    assert derive(model, sample_batches(model, None, None, limit=4))["verified"]["accepted"]
+    assert derive(model, sample_batches(Preprocessing(32), None, None, limit=4))["verified"]["accepted"]
     return model
 
 

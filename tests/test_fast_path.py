@@ -9,8 +9,9 @@ import boto3
 import numpy as np
 import pytest
 
-from conftest import SKIN9, needs_skin9
+from conftest import FIXTURE_SIZE, SKIN9, needs_skin9
 from skinscan.classifier import Classifier
+from skinscan.imaging import Preprocessing
 from skinscan.training.fastpath import derive, sample_batches
 from skinscan.manifest import manifest_path_for, read_manifest
 from skinscan.store import resolve
@@ -25,7 +26,7 @@ def fast_model(keras_model, tmp_path_factory):
     model = folder / keras_model.name
     shutil.copy(keras_model, model)
     shutil.copy(manifest_path_for(keras_model), manifest_path_for(model))
-    record = derive(model, sample_batches(model, None, None))
+    record = derive(model, sample_batches(Preprocessing(FIXTURE_SIZE), None, None))
     assert record["verified"]["accepted"], record
     return model
 
@@ -68,18 +69,23 @@ def test_from_s3_only_the_verified_fast_form_is_downloaded(moto_s3, fast_model, 
 
 
 @needs_skin9
-def test_shipped_fast_form_agrees_with_the_h5_on_real_photos():
+def test_shipped_fast_forms_agree_with_their_h5_on_real_photos():
+    """The shipped DenseNet121's fast form, and its companion's when the model serves a pair."""
     from skinscan.training.fastpath import agreement
     from skinscan.store import SHIPPED_MODEL
 
     if not SHIPPED_MODEL.exists():
         pytest.skip("no shipped model in this checkout")
     manifest = read_manifest(manifest_path_for(SHIPPED_MODEL))
-    assert "fast_path" in manifest, "the shipped model must ship its verified fast form"
+    networks = [(SHIPPED_MODEL, manifest)]
+    if "companion" in manifest:
+        networks.append((SHIPPED_MODEL.with_name(manifest["companion"]["file"]), manifest["companion"]))
     split = SHIPPED_MODEL.with_name(SHIPPED_MODEL.stem + ".split.json")
-    check = agreement(SHIPPED_MODEL, SHIPPED_MODEL.with_name(manifest["fast_path"]["file"]),
-                      sample_batches(SHIPPED_MODEL, SKIN9, split, limit=60))
-    assert check["images"] == 60
-    assert check["top1_agreement"] == 1.0
-    assert check["max_abs_difference"] <= manifest["fast_path"]["verified"]["tolerance"]
-    print(json.dumps(check))
+    for h5, entry in networks:
+        assert "fast_path" in entry, f"{h5.name} must ship with its verified fast form"
+        batches = sample_batches(Preprocessing.from_dict(entry["preprocessing"]), SKIN9, split, limit=60)
+        check = agreement(h5, SHIPPED_MODEL.with_name(entry["fast_path"]["file"]), batches)
+        assert check["images"] == 60
+        assert check["top1_agreement"] == 1.0
+        assert check["max_abs_difference"] <= entry["fast_path"]["verified"]["tolerance"]
+        print(h5.name, json.dumps(check))

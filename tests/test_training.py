@@ -103,6 +103,60 @@ def test_train_calibrate_evaluate_end_to_end_on_a_tiny_dataset(tiny_dataset, tmp
 
 
 @pytest.mark.slow
+def test_a_calibrated_pair_is_served_through_both_fast_forms_and_answers_like_keras(tiny_dataset, keras_model,
+                                                                                   tmp_path):
+    """issue 18, item 4 end to end on real Keras networks: a teacher's entry joins the model's manifest at
+    calibration, both networks get verified LiteRT forms, and serving runs the pair on them."""
+    import shutil
+
+    from skinscan.classifier import Classifier
+    from skinscan.imaging import Preprocessing
+    from skinscan.training.architecture import build_cnn
+    from skinscan.training.calibrate import calibrate
+    from skinscan.training.data import discover, stratified_split
+    from skinscan.training.evaluate import evaluate
+    from skinscan.training.fastpath import derive, derive_companion, sample_batches
+
+    model = tmp_path / "served" / "pair.h5"
+    model.parent.mkdir()
+    shutil.copy(keras_model, model)
+    shutil.copy(manifest_path_for(keras_model), manifest_path_for(model))
+    teacher = tmp_path / "teacher-run" / "teacher.h5"
+    teacher.parent.mkdir()
+    build_cnn(40).save(teacher, include_optimizer=False)  # any Keras network with pooled "features" will do
+    entry = {"role": "teacher", "architecture": "the seed's small CNN, standing in for the teacher",
+             "file": teacher.name, "sha256": sha256_file(teacher),
+             "preprocessing": Preprocessing(40, mean=(0.5,) * 3, std=(0.5,) * 3).to_dict()}
+    manifest_path_for(teacher).write_text(json.dumps(entry))
+    split = stratified_split(discover(tiny_dataset), seed=0)
+    split_file = tmp_path / "tiny.split.json"
+    split_file.write_text(json.dumps({"labels": list(LABELS)} | {part: [s.path for s in samples]
+                                                                 for part, samples in split.items()}))
+
+    summary = calibrate(model, tiny_dataset, split_file, companion=teacher, companion_weight=0.4)
+    manifest = read_manifest(manifest_path_for(model))
+    assert manifest["companion"]["weight"] == 0.4 and manifest["companion"]["sha256"] == entry["sha256"]
+    assert (model.parent / "teacher.h5").is_file()  # copied beside the model, where serving looks
+    assert "averaged with the teacher's" in summary["probabilities"]
+
+    reference = Classifier.load(model, backend="keras")
+    assert reference.model_info.backend == "keras-h5+teacher-keras-h5"
+    report = evaluate(model, tiny_dataset, split_file, "test")
+    assert report["count"] == len(split["test"])
+
+    for record in (derive(model, sample_batches(Preprocessing(32), None, None, limit=8)),
+                   derive_companion(model, sample_batches(Preprocessing(40, mean=(0.5,) * 3, std=(0.5,) * 3),
+                                                          None, None, limit=8))):
+        assert record["verified"]["accepted"], record
+    fast = Classifier.load(model)
+    assert fast.model_info.backend == "litert-float32+teacher-litert-float32"
+    for photo in sorted(tiny_dataset.glob("*/0.jpg"))[:4]:
+        a, b = fast.classify_bytes(photo.read_bytes()), reference.classify_bytes(photo.read_bytes())
+        assert [p.label for p in a.predictions] == [p.label for p in b.predictions]
+        assert np.allclose([p.probability for p in a.predictions], [p.probability for p in b.predictions], atol=1e-4)
+
+
+@pytest.mark.slow
 def test_a_run_stopped_by_its_time_budget_resumes_where_it_stopped(tiny_dataset, tmp_path):
     from skinscan.training.train import TrainConfig, checkpoint_dir, train
 

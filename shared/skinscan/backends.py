@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .labels import LABELS
-from .manifest import Manifest
+from .manifest import CompanionEntry, Manifest
 
 N_CLASSES = len(LABELS)
 # The pooled layer every skinscan network names so; its output feeds the novelty check.
@@ -100,8 +100,8 @@ def litert_available() -> bool:
     return importlib.util.find_spec("ai_edge_litert") is not None
 
 
-def load_backend(model_path: str | Path, manifest: Manifest, preference: str = "auto") -> Backend:
-    """The backend for a model, after checking the file it will run against the manifest.
+def load_backend(model_path: str | Path, manifest: Manifest | CompanionEntry, preference: str = "auto") -> Backend:
+    """The backend for a model (or the manifest's companion), after checking the file it will run.
 
     ``auto`` takes the manifest's verified fast form when its file is present,
     hashes to the manifest's value and the LiteRT runtime is installed;

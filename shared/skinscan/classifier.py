@@ -14,6 +14,7 @@ from PIL import Image
 
 from . import checklist, quality, triage
 from .backends import Backend
+from .companion import Companion
 from .contract import TOP_K, Info, ModelInfo, PhotoType, Prediction, Result, TopCondition
 from .imaging import Preprocessing, decode, to_model_input
 from .i18n import ENGLISH, Translator
@@ -25,8 +26,11 @@ from .phototype import PhotoTypeScorer
 
 
 class Classifier:
-    def __init__(self, backend: Backend, manifest: Manifest) -> None:
+    def __init__(self, backend: Backend, manifest: Manifest, companion: Companion | None = None) -> None:
+        if (companion is None) != (manifest.get("companion") is None):
+            raise ValueError("the manifest's companion and the companion given differ: serve both or neither")
         self.backend = backend
+        self.companion = companion
         self.manifest = manifest
         self.preprocessing = Preprocessing.from_dict(manifest["preprocessing"])
         self.temperature = float(manifest["calibration"].get("temperature", 1.0))
@@ -38,16 +42,19 @@ class Classifier:
     @classmethod
     def load(cls, model_path: str | Path, manifest: Manifest | None = None,
              backend: str = "auto") -> "Classifier":
-        """Load a verified model: the file that runs must hash to the manifest's value."""
+        """Load a verified model (and its companion): each file that runs must hash to the manifest's value."""
         from .backends import load_backend
 
         manifest = manifest if manifest is not None else read_manifest(manifest_path_for(model_path))
-        return cls(load_backend(model_path, manifest, backend), manifest)
+        return cls(load_backend(model_path, manifest, backend), manifest,
+                   Companion.load(model_path, manifest, backend))
 
     @property
     def model_info(self) -> ModelInfo:
+        runs = self.backend.name if self.companion is None else \
+            f"{self.backend.name}+{self.manifest['companion']['role']}-{self.companion.backend.name}"
         return ModelInfo(name=self.manifest.get("name", "skinscan"), version=self.manifest["version"],
-                         sha256=self.manifest["sha256"], backend=self.backend.name)
+                         sha256=self.manifest["sha256"], backend=runs)
 
     def info(self, tr: Translator = ENGLISH) -> Info:
         return {"labels": list(LABELS), "top_k": TOP_K, "model": self.model_info.to_wire(),
@@ -90,6 +97,8 @@ class Classifier:
         if problem is not None:
             return Result(status="not_recognised", predictions=(), recommendation=triage.retake(problem, tr),
                           model=self.model_info, disclaimer=tr.gettext(triage.DISCLAIMER))
+        if self.companion is not None:
+            raw = self.companion.blend(raw, self.companion.pixels(image)[np.newaxis])
         calibrated = softmax_with_temperature(raw, self.temperature)
         return self.result_from_probabilities(calibrated[0], self.photo_types(features)[0], tr)
 

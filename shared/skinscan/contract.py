@@ -206,7 +206,7 @@ class ModelInfo:
     name: str
     version: str
     sha256: str
-    backend: str  # how the network runs: litert-float32, keras-h5, fake...
+    backend: str  # how the networks run: litert-float32, keras-h5, fake; "+teacher-…" when a companion answers too
 
     def to_wire(self) -> dict[str, object]:
         return {"name": self.name, "version": self.version, "sha256": self.sha256, "backend": self.backend}

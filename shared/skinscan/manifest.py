@@ -39,6 +39,26 @@ class Manifest(TypedDict):
     photo_type: NotRequired[dict[str, Any]]  # the photo-type rule (clinical or dermoscopic)
     training: NotRequired[dict[str, Any]]
     fast_path: NotRequired[dict[str, Any]]  # the verified LiteRT form, derived from sha256
+    companion: NotRequired["CompanionEntry"]  # a second network answering with this one (issue 18)
+
+
+class CompanionEntry(TypedDict):
+    """A second network whose probabilities are averaged with the DenseNet121's (``manifest["companion"]``).
+
+    It has its own file, hash, input size and pre-processing, and may have its own verified fast form;
+    it lives beside the model (locally and in the bucket). The DenseNet121 stays the model: its
+    features alone decide "not recognised" and the photo type, and its sha256 names the pair.
+    """
+
+    role: str           # "teacher": the ImageNet network the DenseNet121 was distilled from
+    architecture: str
+    file: str
+    bytes: NotRequired[int]
+    sha256: str
+    preprocessing: dict[str, Any]
+    weight: float       # its share of the averaged probabilities, in (0, 1)
+    training: NotRequired[dict[str, Any]]
+    fast_path: NotRequired[dict[str, Any]]
 
 
 class ManifestError(ValueError):
@@ -81,21 +101,63 @@ def validate(manifest: object) -> Manifest:
             raise ManifestError(f"manifest has no {key!r}")
     if not _is_digest(manifest["sha256"]):
         raise ManifestError("manifest sha256 is not a hex digest")
-    fast = manifest.get("fast_path")
-    if fast is not None:
-        # Its file is joined to the model's folder and S3 key (store, backends, publish): only a plain
-        # file name beside the manifest, never a path that climbs out of the cache or the bucket prefix.
-        name = fast.get("file") if isinstance(fast, dict) else None
-        if not (isinstance(name, str) and name == Path(name).name and name not in ("", ".", "..")
-                and "\\" not in name):
-            raise ManifestError("manifest fast_path.file is not a plain file name beside the manifest")
-        if not _is_digest(fast.get("sha256")):
-            raise ManifestError("manifest fast_path.sha256 is not a hex digest")
+    if manifest.get("fast_path") is not None:
+        _check_file_entry(manifest["fast_path"], "fast_path")
+    if manifest.get("companion") is not None:
+        _check_companion(manifest["companion"])
     return cast(Manifest, manifest)
+
+
+def _check_file_entry(entry: object, where: str) -> None:
+    """A file the manifest names: a plain name beside it, and its sha256.
+
+    The name is joined to the model's folder and S3 key (store, backends, publish): only a plain
+    file name beside the manifest, never a path that climbs out of the cache or the bucket prefix.
+    """
+    name = entry.get("file") if isinstance(entry, dict) else None
+    if not (isinstance(name, str) and name == Path(name).name and name not in ("", ".", "..")
+            and "\\" not in name):
+        raise ManifestError(f"manifest {where}.file is not a plain file name beside the manifest")
+    if not _is_digest(cast(dict[str, Any], entry).get("sha256")):
+        raise ManifestError(f"manifest {where}.sha256 is not a hex digest")
+
+
+def _check_companion(companion: object) -> None:
+    _check_file_entry(companion, "companion")
+    entry = cast(dict[str, Any], companion)
+    if entry.get("fast_path") is not None:
+        _check_file_entry(entry["fast_path"], "companion.fast_path")
+    weight = entry.get("weight")
+    if not (isinstance(weight, (int, float)) and not isinstance(weight, bool) and 0.0 < weight < 1.0):
+        raise ManifestError("manifest companion.weight is not a share between 0 and 1")
+    preprocessing = entry.get("preprocessing")
+    if not (isinstance(preprocessing, dict) and {"size", "mean", "std"} <= preprocessing.keys()):
+        raise ManifestError("manifest companion.preprocessing has no size, mean and std")
 
 
 def _is_digest(value: object) -> bool:
     return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+
+
+def read_companion(path: str | Path, weight: float) -> CompanionEntry:
+    """The entry a companion's export wrote beside it (``teacher.json`` for ``teacher.h5``), with its share.
+
+    The entry is checked like a manifest's ``companion`` section, and the file against its sha256.
+    """
+    path = Path(path)
+    try:
+        entry: object = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ManifestError(f"companion entry not found: {path}") from None
+    except (OSError, json.JSONDecodeError) as error:
+        raise ManifestError(f"companion entry unreadable: {path}: {error}") from None
+    if not isinstance(entry, dict) or entry.get("role") != "teacher":
+        raise ManifestError(f"{path} is not a teacher's entry (skinscan export of a teacher checkpoint writes one)")
+    entry = {**entry, "weight": weight}
+    _check_companion(entry)
+    companion = cast(CompanionEntry, entry)
+    verify_model_file(path.with_name(companion["file"]), companion)
+    return companion
 
 
 def write_manifest(manifest: Manifest | dict[str, Any], path: str | Path) -> None:
@@ -103,12 +165,12 @@ def write_manifest(manifest: Manifest | dict[str, Any], path: str | Path) -> Non
     Path(path).write_text(json.dumps(manifest, indent=1, sort_keys=False) + "\n")
 
 
-def verify_model_file(model_path: str | Path, manifest: Manifest) -> str:
-    """Return the file's sha256, or raise if it is not the file the manifest describes."""
+def verify_model_file(model_path: str | Path, entry: Manifest | CompanionEntry) -> str:
+    """Return the file's sha256, or raise if it is not the file the manifest (or its companion entry) describes."""
     actual = sha256_file(model_path)
-    if actual != manifest["sha256"]:
+    if actual != entry["sha256"]:
         raise ManifestError(
-            f"model file sha256 {actual[:12]}… does not match manifest {manifest['sha256'][:12]}…; "
+            f"{Path(model_path).name}: sha256 {actual[:12]}… does not match the manifest's {entry['sha256'][:12]}…; "
             "refusing to serve a file that is not the published model"
         )
     return actual

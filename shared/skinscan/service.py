@@ -38,7 +38,7 @@ def load_classifier(uri: str | None = None) -> Classifier:
         log.exception("model load failed")
         raise ModelUnavailable(f"the model could not be loaded: {type(error).__name__}") from None
     log.info("model %s loaded from %s (%s)", classifier.manifest["version"], resolved.source,
-             classifier.backend.name)
+             classifier.model_info.backend)
     return classifier
 
 

@@ -3,7 +3,8 @@
 ``SKINSCAN_MODEL_URI`` is the one setting: ``s3://bucket/key.h5`` or a path;
 unset means the model shipped in the repository. For S3 the manifest (same
 key, ``.json``) is read first and the ``.h5`` is accepted only if its sha256
-matches, so a swapped or corrupted object is never served.
+matches, so a swapped or corrupted object is never served. A companion network
+(:mod:`skinscan.companion`) comes from the same folder, verified the same way.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 from .backends import litert_available
-from .manifest import Manifest, ManifestError, manifest_path_for, read_manifest, sha256_file, validate
+from .manifest import (CompanionEntry, Manifest, ManifestError, manifest_path_for, read_manifest, sha256_file,
+                       validate)
 
 # The shipped model is package data: it travels inside the wheel, so any install finds it.
 SHIPPED_MODEL = Path(__file__).resolve().parent / "models" / "skinscan-densenet121.h5"
@@ -97,16 +99,25 @@ def _from_s3(uri: str) -> ResolvedModel:
     model_path = folder / Path(key).name
     folder.mkdir(parents=True, exist_ok=True)
     manifest_path_for(model_path).write_bytes(body)
-    fast = manifest.get("fast_path")
+    _fetch_network(client, bucket, key, model_path, manifest, uri)
+    companion = manifest.get("companion")
+    if companion:  # the pair's second network, from the same folder of the bucket
+        _fetch_network(client, bucket, sibling_key(key, companion["file"]), folder / companion["file"], companion, uri)
+    return ResolvedModel(model_path, manifest, uri)
+
+
+def _fetch_network(client: Any, bucket: str, key: str, target: Path, entry: Manifest | CompanionEntry,
+                   uri: str) -> None:
+    """One network: its verified fast form when this process can run it (all that serving needs), else its .h5."""
+    fast = entry.get("fast_path")
     if fast and litert_available():
-        # The verified fast form is all that serving needs; the .h5 is the fallback.
         try:
-            _fetch_verified(client, bucket, sibling_key(key, fast["file"]), folder / fast["file"], fast["sha256"], uri)
-            return ResolvedModel(model_path, manifest, uri)
+            _fetch_verified(client, bucket, sibling_key(key, fast["file"]), target.with_name(fast["file"]),
+                            fast["sha256"], uri)
+            return
         except ModelUnavailable:
             pass
-    _fetch_verified(client, bucket, key, model_path, manifest["sha256"], uri)
-    return ResolvedModel(model_path, manifest, uri)
+    _fetch_verified(client, bucket, key, target, entry["sha256"], uri)
 
 
 def _fetch_verified(client: Any, bucket: str, key: str, target: Path, sha256: str, uri: str) -> None:

@@ -108,6 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     calibrate.add_argument("--train-limit", type=int,
                            help="fit the novelty centroids on at most this many training photos (every camera "
                                 "photo kept), to save time on a CPU")
+    calibrate.add_argument("--companion", type=Path,
+                           help="a teacher's Keras twin (skinscan export of a teacher checkpoint) to serve with "
+                                "the model, probabilities averaged; copied beside the model")
+    calibrate.add_argument("--companion-weight", type=float, default=0.5,
+                           help="the companion's share of the averaged probabilities")
     calibrate.set_defaults(run=run_calibrate)
 
     compare = commands.add_parser("compare", help="the seed's table: CNN, MobileNet and DenseNet121 trained here")
@@ -229,8 +234,8 @@ def run_export(args: argparse.Namespace) -> int:
     check = record["export_check"]
     print(f"wrote {args.out}: the Keras model matches the PyTorch network on {check['photos']} validation photos "
           f"(max |dp| {check['max_abs_difference']:.1e}); "
-          + ("the teacher is not served until the pair of issue 18, item 4, is built" if record.get("role") == "teacher"
-             else "calibrate it next"))
+          + (f"serve it beside a DenseNet121 with skinscan calibrate --model MODEL.h5 --companion {args.out}"
+             if record.get("role") == "teacher" else "calibrate it next"))
     return 0
 
 
@@ -273,7 +278,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
 
     calibrate(args.model, args.data, _split_for(args.model, args.split),
               referral_target=args.referral_target, skin_rejection=args.skin_rejection,
-              train_limit=args.train_limit)
+              train_limit=args.train_limit, companion=args.companion, companion_weight=args.companion_weight)
     return 0
 
 
@@ -302,16 +307,24 @@ def run_input_size(args: argparse.Namespace) -> int:
 
 
 def run_optimize(args: argparse.Namespace) -> int:
-    from ..training.fastpath import derive, sample_batches
+    from ..imaging import Preprocessing
+    from ..manifest import manifest_path_for, read_manifest
+    from ..training.fastpath import derive, derive_companion, sample_batches
 
     split = _split_for(args.model, args.split)
     data = args.data if args.data.is_dir() else None
-    record = derive(args.model, sample_batches(args.model, data, split), args.kind)
-    verified = record["verified"]
-    print(f"{record['kind']}: {verified['images']} {'real' if data else 'generated'} photos, top-1 agreement "
-          f"{verified['top1_agreement']:.4f}, max |Δp| {verified['max_abs_difference']:.2e} "
-          f"(tolerance {verified['tolerance']:g}) -> {'accepted' if verified['accepted'] else 'REJECTED'}")
-    return 0 if verified["accepted"] else 1
+    manifest = read_manifest(manifest_path_for(args.model))
+    records = [("model", derive(args.model, sample_batches(Preprocessing.from_dict(manifest["preprocessing"]), data,
+                                                           split), args.kind))]
+    if "companion" in manifest:  # the pair's second network gets its own verified fast form
+        companion = Preprocessing.from_dict(manifest["companion"]["preprocessing"])
+        records.append(("companion", derive_companion(args.model, sample_batches(companion, data, split), args.kind)))
+    for which, record in records:
+        verified = record["verified"]
+        print(f"{which} {record['kind']}: {verified['images']} {'real' if data else 'generated'} photos, top-1 "
+              f"agreement {verified['top1_agreement']:.4f}, max |Δp| {verified['max_abs_difference']:.2e} "
+              f"(tolerance {verified['tolerance']:g}) -> {'accepted' if verified['accepted'] else 'REJECTED'}")
+    return 0 if all(record["verified"]["accepted"] for _, record in records) else 1
 
 
 def run_publish(args: argparse.Namespace) -> int:

@@ -64,7 +64,7 @@ def serve(host: str = "127.0.0.1", function_port: int = 8080, web_port: int = 80
     configure_logging()
     try:
         classifier = get_classifier()  # load before announcing, so the first request is fast
-        print(f"model {classifier.manifest['version']} ({classifier.backend.name}) from {model_uri()}")
+        print(f"model {classifier.manifest['version']} ({classifier.model_info.backend}) from {model_uri()}")
     except ModelUnavailable as error:
         print(f"warning: model unavailable ({error}); the function will answer 503 until it loads")
 

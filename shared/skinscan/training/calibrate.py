@@ -6,6 +6,8 @@
   skin/non-skin discriminant joins the distance, chosen on the ``tune`` non-skin photos,
   with thresholds rejecting at most the given share of validation skin photos *of each
   photo type* (camera photos are in-distribution too, and users send camera photos);
+* with a companion (``--companion teacher.h5``: :mod:`skinscan.companion`), every probability
+  below is the pair's average, so the temperature and thresholds fit what is served;
 * the photo-type rule (:mod:`skinscan.phototype`) and an urgent threshold per photo type;
 * the malignant-escalation threshold: the highest one that still refers the
   target share of validation melanomas and carcinomas (urgent or soon) for
@@ -20,6 +22,7 @@ The ``test`` split and the ``test`` negatives are left for :mod:`skinscan.traini
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,9 +34,11 @@ import numpy as np
 from . import data as dataset
 from .. import novelty, phototype, quality, triage
 from ..backends import KerasBackend
+from ..companion import Companion
 from ..imaging import Preprocessing
 from ..labels import LABELS
-from ..manifest import manifest_path_for, new_manifest, read_manifest, write_manifest
+from ..manifest import (CompanionEntry, manifest_path_for, new_manifest, read_companion, read_manifest,
+                        write_manifest)
 from ..metrics import fit_temperature, softmax_with_temperature
 from . import recognition, referral
 from .negatives import non_skin_images
@@ -226,11 +231,21 @@ def training_summary(model_path: Path) -> dict[str, Any]:
                    if k in summary.get("config", {})}}
 
 
+def place_companion(model_path: Path, companion_path: Path, weight: float) -> CompanionEntry:
+    """The companion's manifest entry, its files copied beside the model (where serving looks for them)."""
+    entry = read_companion(manifest_path_for(companion_path), weight)
+    if companion_path.resolve().parent != model_path.resolve().parent:
+        shutil.copyfile(companion_path, model_path.with_name(entry["file"]))
+    return entry
+
+
 def calibrate(model_path: Path, data: Path, split_file: Path, *, referral_target: float = 0.95,
               skin_rejection: float = 0.025, train_limit: int | None = None,
-              version: str | None = None) -> dict[str, Any]:
+              version: str | None = None, companion: Path | None = None,
+              companion_weight: float = 0.5) -> dict[str, Any]:
     """Fit every rule (one ``fit_*`` each) on train, validation and the tune non-skin photos, and
-    write them into the model's manifest."""
+    write them into the model's manifest. A ``companion`` joins the manifest first; one already
+    there stays (and is verified again)."""
     model_path = Path(model_path)
     backend = KerasBackend(model_path)
     preprocessing = Preprocessing(size=backend.input_size)
@@ -242,12 +257,16 @@ def calibrate(model_path: Path, data: Path, split_file: Path, *, referral_target
                                  training=manifest.get("training") or training_summary(model_path)))
     if manifest.get("fast_path", {}).get("derived_from") != manifest["sha256"]:
         manifest.pop("fast_path", None)  # derived from other weights: derive it again after calibrating
+    if companion is not None:
+        manifest["companion"] = place_companion(model_path, Path(companion), companion_weight)
+    pair = Companion.load(model_path, manifest, "keras")
 
     split["train"] = dataset.camera_first_subset(split["train"], train_limit, seed=0)
 
     def scored(part: str) -> Part:
         samples = split[part]
-        result = score(backend, preprocessing, load_images(data, [s.path for s in samples], preprocessing.size))
+        result = score(backend, preprocessing, load_images(data, [s.path for s in samples], preprocessing.size),
+                       companion=pair)
         return Part(result, np.array([s.label for s in samples]), np.array([s.photo_type for s in samples]))
 
     print("scoring training, validation and non-skin (tune) photos", flush=True)
@@ -273,6 +292,9 @@ def calibrate(model_path: Path, data: Path, split_file: Path, *, referral_target
                                            f"train (up to {train_limit}, every camera photo)",
                       "novelty_threshold": "val + non-skin tune"},
         "temperature": round(temperature, 4),
+        "probabilities": "the DenseNet121's" if pair is None else
+                         f"the DenseNet121's averaged with the {manifest['companion']['role']}'s "
+                         f"({manifest['companion']['architecture']}, weight {pair.weight})",
         "referral_definition": "urgent or soon, and not rejected as not recognised",
         "referral_target": referral_target,
         "urgent_threshold_rule": "shared threshold: the highest meeting the target on every photo type; "

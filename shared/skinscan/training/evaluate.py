@@ -88,7 +88,8 @@ def evaluate(model_path: Path, data: Path, split_file: Path | None = None, part:
     samples = dataset.load_split(split_file, data)[part] if split_file else dataset.discover(data)
     truth = np.array([s.label for s in samples])
     size = classifier.preprocessing.size
-    skin = score(classifier.backend, classifier.preprocessing, load_images(data, [s.path for s in samples], size))
+    skin = score(classifier.backend, classifier.preprocessing, load_images(data, [s.path for s in samples], size),
+                 companion=classifier.companion)
     probabilities = softmax_with_temperature(skin.raw, classifier.temperature)
 
     rejected = classifier.rejected(skin.figures, skin.features)
@@ -109,7 +110,7 @@ def evaluate(model_path: Path, data: Path, split_file: Path | None = None, part:
                           for name, members in groups.items() if members.any()}
 
     negatives = score(classifier.backend, classifier.preprocessing,
-                      (image for _, image in non_skin_images("test")))
+                      (image for _, image in non_skin_images("test")))  # rejection reads the DenseNet121 alone
     report.update({
         "model": classifier.model_info.to_wire(),
         "data": str(data), "split": part if split_file else "all photos in the folder",
@@ -138,7 +139,8 @@ def _figure(value: float | None) -> str:
 
 def text_report(report: dict[str, Any]) -> str:
     lines = [
-        f"model {report['model']['version']} on {report['count']} photos ({report['split']})",
+        f"model {report['model']['version']} ({report['model']['backend']}) on {report['count']} photos "
+        f"({report['split']})",
         f"ECE (calibrated)    {report['expected_calibration_error']:.3f}   "
         f"(uncalibrated {report['expected_calibration_error_uncalibrated']:.3f})",
         f"non-skin rejected   {report['non_skin_rejected']:.3f}   ({report['non_skin_count']} test negatives)",

@@ -16,6 +16,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from ..imaging import Preprocessing
 from ..manifest import manifest_path_for, read_manifest, sha256_file, write_manifest
 
 KINDS = ("litert-float32", "litert-int8")
@@ -67,9 +68,10 @@ def agreement(model_path: Path, fast_file: Path, batches: Iterable[np.ndarray]) 
     return {"images": count, "top1_agreement": same_top1 / max(count, 1), "max_abs_difference": worst}
 
 
-def derive(model_path: Path, batches: Iterable[np.ndarray], kind: str = "litert-float32",
-           min_agreement: float = 0.99) -> dict[str, Any]:
-    """Write the fast form beside the model and record it in the manifest, if it agrees."""
+def derive_file(model_path: Path, batches: Iterable[np.ndarray], kind: str = "litert-float32",
+                min_agreement: float = 0.99) -> dict[str, Any]:
+    """Write the fast form of one ``.h5`` beside it and check it; the record says whether it was accepted
+    (a rejected file is removed)."""
     if kind not in KINDS:
         raise ValueError(f"kind is one of {KINDS}")
     model_path = Path(model_path)
@@ -81,23 +83,41 @@ def derive(model_path: Path, batches: Iterable[np.ndarray], kind: str = "litert-
         and check["max_abs_difference"] <= tolerance
     record = {"kind": kind, "file": target.name, "sha256": sha256_file(target), "bytes": target.stat().st_size,
               "verified": {**check, "tolerance": tolerance, "accepted": accepted}}
-    if accepted:
-        manifest_file = manifest_path_for(model_path)
-        manifest = read_manifest(manifest_file)
-        manifest["fast_path"] = {**record, "derived_from": sha256_file(model_path)}
-        write_manifest(manifest, manifest_file)
-    else:
+    if not accepted:
         target.unlink()
     return record
 
 
-def sample_batches(model_path: Path, data: Path | None, split_file: Path | None, limit: int = 200,
-                   seed: int = 0) -> Iterable[np.ndarray]:
-    """Real held-out photos when available, otherwise generated skin-like images."""
-    from ..imaging import Preprocessing
+def derive(model_path: Path, batches: Iterable[np.ndarray], kind: str = "litert-float32",
+           min_agreement: float = 0.99) -> dict[str, Any]:
+    """Write the model's fast form beside it and record it in the manifest, if it agrees."""
+    model_path = Path(model_path)
+    record = derive_file(model_path, batches, kind, min_agreement)
+    if record["verified"]["accepted"]:
+        manifest_file = manifest_path_for(model_path)
+        manifest = read_manifest(manifest_file)
+        manifest["fast_path"] = {**record, "derived_from": sha256_file(model_path)}
+        write_manifest(manifest, manifest_file)
+    return record
 
-    manifest = read_manifest(manifest_path_for(model_path))
-    preprocessing = Preprocessing.from_dict(manifest["preprocessing"])
+
+def derive_companion(model_path: Path, batches: Iterable[np.ndarray], kind: str = "litert-float32",
+                     min_agreement: float = 0.99) -> dict[str, Any]:
+    """The same for the manifest's companion (:mod:`skinscan.companion`): its own fast form, in its entry."""
+    model_path = Path(model_path)
+    manifest_file = manifest_path_for(model_path)
+    companion_file = model_path.with_name(read_manifest(manifest_file)["companion"]["file"])
+    record = derive_file(companion_file, batches, kind, min_agreement)
+    if record["verified"]["accepted"]:
+        manifest = read_manifest(manifest_file)
+        manifest["companion"]["fast_path"] = {**record, "derived_from": sha256_file(companion_file)}
+        write_manifest(manifest, manifest_file)
+    return record
+
+
+def sample_batches(preprocessing: Preprocessing, data: Path | None, split_file: Path | None, limit: int = 200,
+                   seed: int = 0) -> Iterable[np.ndarray]:
+    """Real held-out photos when available, otherwise generated skin-like images, pre-processed one by one."""
     if data and split_file and Path(split_file).exists():
         from . import data as dataset
 

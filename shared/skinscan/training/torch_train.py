@@ -407,19 +407,33 @@ def export_run(checkpoint: Path, out: Path, data: Path, split_file: Path, check_
 def _export_teacher(checkpoint: Path, out: Path, data: Path, split_file: Path, check_photos: int) -> dict[str, Any]:
     """The teacher's Keras twin, checked on real validation photos like the student's export.
 
-    Nothing serves it yet: it is the first step of issue 18's item 4 (the DenseNet121 and the teacher
-    answering together), so it gets no manifest until the pair's manifest entry exists.
+    Beside it goes its entry (``teacher.json``): file, sha256, input size and pre-processing, what
+    ``skinscan calibrate --companion`` puts into the DenseNet121's manifest to serve the pair
+    (:mod:`skinscan.companion`, issue 18's item 4).
     """
+    from ..manifest import manifest_path_for, sha256_file
     from .torch_export import export_h5
 
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
     network, size = load_teacher(checkpoint, torch.device("cpu"))
     network = network.float().to(memory_format=torch.contiguous_format)
     samples = dataset.camera_first_subset(dataset.load_split(split_file, data)["val"], check_photos, seed=0)
     pixels, _ = dataset.load_pixels(data, samples[:check_photos], size)
     preprocessing = Preprocessing(size=size, mean=LITE_STATISTICS[0], std=LITE_STATISTICS[1])
     check = export_h5(network, size, out, preprocessing.normalize(pixels.astype(np.float32)).astype(np.float32))
-    return {"role": "teacher", "image_size": size,
-            "export_check": {"photos": check.photos, "max_abs_difference": check.max_abs_difference}}
+    state_file = Path(checkpoint).parent / "state.json"
+    state = json.loads(state_file.read_text()) if state_file.exists() else {}
+    training = {"trainer": "PyTorch (skinscan.training.torch_train), ImageNet weights fine-tuned",
+                "checkpoint_epoch": saved.get("epoch"), "epochs_run": state.get("epoch"),
+                "best_epoch": state.get("best_epoch"), "best_val": state.get("best_val"),
+                "seconds": state.get("seconds"), "hardware": state.get("hardware"),
+                "export_check": {"photos": check.photos, "max_abs_difference": check.max_abs_difference}}
+    name = str(saved["teacher_name"])
+    entry = {"role": "teacher", "architecture": f"EfficientNet-{name.capitalize()} (ImageNet, fine-tuned)",
+             "file": Path(out).name, "bytes": Path(out).stat().st_size, "sha256": sha256_file(out),
+             "preprocessing": preprocessing.to_dict(), "training": training}
+    manifest_path_for(out).write_text(json.dumps(entry, indent=1) + "\n")
+    return {"role": "teacher", "image_size": size, **training}
 
 
 # ------------------------------------------------------------------ a checkpoint's own figures
