@@ -41,6 +41,25 @@ def test_the_shipped_model_was_trained_and_calibrated_not_left_at_random_weights
     assert figures["top1_accuracy"] > 0.3  # random weights score ~0.11 on nine classes
 
 
+def test_the_shipped_densenet121_was_trained_by_the_pytorch_trainer_and_exported_within_tolerance():
+    training = read_manifest(manifest_path_for(SHIPPED_MODEL))["training"]
+    assert training["trainer"].startswith("PyTorch")
+    assert training["export_check"]["photos"] >= 32 and training["export_check"]["max_abs_difference"] <= 1e-4
+
+
+def test_a_shipped_companion_is_verified_calibrated_with_and_has_its_fast_form():
+    manifest = read_manifest(manifest_path_for(SHIPPED_MODEL))
+    if "companion" not in manifest:
+        pytest.skip("the shipped model answers alone")
+    companion = manifest["companion"]
+    assert sha256_file(SHIPPED_MODEL.with_name(companion["file"])) == companion["sha256"]
+    fast = companion["fast_path"]
+    assert sha256_file(SHIPPED_MODEL.with_name(fast["file"])) == fast["sha256"]
+    assert fast["derived_from"] == companion["sha256"] and fast["verified"]["accepted"]
+    assert companion["training"]["export_check"]["max_abs_difference"] <= 1e-4
+    assert "averaged with the teacher's" in manifest["calibration"]["summary"]["probabilities"]
+
+
 def test_the_shipped_triage_has_a_threshold_per_photo_type_that_met_the_referral_target_on_validation():
     manifest = read_manifest(manifest_path_for(SHIPPED_MODEL))
     summary = manifest["calibration"]["summary"]
