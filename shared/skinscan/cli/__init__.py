@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("checkpoint", type=Path,
                         help="a student or teacher run's best.pt (or last.pt); with --to-torch, a skinscan .h5")
     export.add_argument("--out", type=Path, required=True,
-                        help="the .h5 to write (a student's manifest goes beside it; a teacher's is not served yet)")
+                        help="the .h5 to write (its manifest, or a teacher's entry for calibrate --companion, "
+                             "goes beside it)")
     export.add_argument("--to-torch", action="store_true",
                         help="the other way: write a trained skinscan .h5 as a student .pt for --init-model "
                              "where there is no TensorFlow (the lent GPU machine)")
