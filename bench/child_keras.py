@@ -48,19 +48,20 @@ def main() -> None:
 
     # The same networks the fast path serves: the DenseNet121, and its companion when the manifest names one.
     manifest = read_manifest(manifest_path_for(config["model"]))
-    networks = [(keras.models.load_model(config["model"], compile=False),
-                 Preprocessing.from_dict(manifest["preprocessing"]), 1.0)]
+    densenet = keras.models.load_model(config["model"], compile=False)
+    preprocessing = Preprocessing.from_dict(manifest["preprocessing"])
+    networks = [(densenet, preprocessing, 1.0)]
     if "companion" in manifest:
-        entry = manifest["companion"]
+        entry, share = manifest["companion"], manifest["companion"]["weight"]
         companion = keras.models.load_model(Path(config["model"]).with_name(entry["file"]), compile=False)
-        networks = [(networks[0][0], networks[0][1], 1.0 - entry["weight"]),
-                    (companion, Preprocessing.from_dict(entry["preprocessing"]), entry["weight"])]
+        networks = [(densenet, preprocessing, 1.0 - share),
+                    (companion, Preprocessing.from_dict(entry["preprocessing"]), share)]
     loaded = time.time()
     photos = sorted(Path(config["photos"]).glob("*.jpg"))
 
     def prepare(path):
-        image = decode(path.read_bytes(), draft_size=max(2 * networks[0][1].size, 512))
-        return [to_model_input(image, preprocessing) for _, preprocessing, _ in networks]
+        image = decode(path.read_bytes(), draft_size=max(2 * preprocessing.size, 512))
+        return [to_model_input(image, each) for _, each, _ in networks]
 
     def predict(inputs):
         return sum(weight * model.predict(x, verbose=0) for (model, _, weight), x in zip(networks, inputs, strict=True))

@@ -115,7 +115,7 @@ def test_a_calibrated_pair_is_served_through_both_fast_forms_and_answers_like_ke
     from skinscan.training.calibrate import calibrate
     from skinscan.training.data import discover, stratified_split
     from skinscan.training.evaluate import evaluate
-    from skinscan.training.fastpath import derive, derive_companion, sample_batches
+    from skinscan.training.fastpath import derive, sample_batches
 
     model = tmp_path / "served" / "pair.h5"
     model.parent.mkdir()
@@ -145,8 +145,8 @@ def test_a_calibrated_pair_is_served_through_both_fast_forms_and_answers_like_ke
     assert report["count"] == len(split["test"])
 
     for record in (derive(model, sample_batches(Preprocessing(32), None, None, limit=8)),
-                   derive_companion(model, sample_batches(Preprocessing(40, mean=(0.5,) * 3, std=(0.5,) * 3),
-                                                          None, None, limit=8))):
+                   derive(model, sample_batches(Preprocessing(40, mean=(0.5,) * 3, std=(0.5,) * 3), None, None,
+                                                limit=8), companion=True)):
         assert record["verified"]["accepted"], record
     fast = Classifier.load(model)
     assert fast.model_info.backend == "litert-float32+teacher-litert-float32"

@@ -310,7 +310,7 @@ def run_input_size(args: argparse.Namespace) -> int:
 def run_optimize(args: argparse.Namespace) -> int:
     from ..imaging import Preprocessing
     from ..manifest import manifest_path_for, read_manifest
-    from ..training.fastpath import derive, derive_companion, sample_batches
+    from ..training.fastpath import derive, sample_batches
 
     split = _split_for(args.model, args.split)
     data = args.data if args.data.is_dir() else None
@@ -319,7 +319,8 @@ def run_optimize(args: argparse.Namespace) -> int:
                                                            split), args.kind))]
     if "companion" in manifest:  # the pair's second network gets its own verified fast form
         companion = Preprocessing.from_dict(manifest["companion"]["preprocessing"])
-        records.append(("companion", derive_companion(args.model, sample_batches(companion, data, split), args.kind)))
+        records.append(("companion", derive(args.model, sample_batches(companion, data, split), args.kind,
+                                            companion=True)))
     for which, record in records:
         verified = record["verified"]
         print(f"{which} {record['kind']}: {verified['images']} {'real' if data else 'generated'} photos, top-1 "

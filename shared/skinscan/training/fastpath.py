@@ -17,7 +17,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from ..imaging import Preprocessing
-from ..manifest import manifest_path_for, read_manifest, sha256_file, write_manifest
+from ..manifest import CompanionEntry, Manifest, manifest_path_for, read_manifest, sha256_file, write_manifest
 
 KINDS = ("litert-float32", "litert-int8")
 PROBABILITY_TOLERANCE = {"litert-float32": 1e-4, "litert-int8": 0.05}
@@ -89,28 +89,20 @@ def derive_file(model_path: Path, batches: Iterable[np.ndarray], kind: str = "li
 
 
 def derive(model_path: Path, batches: Iterable[np.ndarray], kind: str = "litert-float32",
-           min_agreement: float = 0.99) -> dict[str, Any]:
-    """Write the model's fast form beside it and record it in the manifest, if it agrees."""
-    model_path = Path(model_path)
-    record = derive_file(model_path, batches, kind, min_agreement)
-    if record["verified"]["accepted"]:
-        manifest_file = manifest_path_for(model_path)
-        manifest = read_manifest(manifest_file)
-        manifest["fast_path"] = {**record, "derived_from": sha256_file(model_path)}
-        write_manifest(manifest, manifest_file)
-    return record
+           min_agreement: float = 0.99, *, companion: bool = False) -> dict[str, Any]:
+    """Write the model's fast form beside it and record it in the manifest, if it agrees.
 
-
-def derive_companion(model_path: Path, batches: Iterable[np.ndarray], kind: str = "litert-float32",
-                     min_agreement: float = 0.99) -> dict[str, Any]:
-    """The same for the manifest's companion (:mod:`skinscan.companion`): its own fast form, in its entry."""
+    ``companion``: the same for the manifest's companion (:mod:`skinscan.companion`), whose own fast
+    form goes into its own entry.
+    """
     model_path = Path(model_path)
     manifest_file = manifest_path_for(model_path)
-    companion_file = model_path.with_name(read_manifest(manifest_file)["companion"]["file"])
-    record = derive_file(companion_file, batches, kind, min_agreement)
+    manifest = read_manifest(manifest_file)
+    entry: Manifest | CompanionEntry = manifest["companion"] if companion else manifest
+    h5 = model_path.with_name(entry["file"]) if companion else model_path
+    record = derive_file(h5, batches, kind, min_agreement)
     if record["verified"]["accepted"]:
-        manifest = read_manifest(manifest_file)
-        manifest["companion"]["fast_path"] = {**record, "derived_from": sha256_file(companion_file)}
+        entry["fast_path"] = {**record, "derived_from": sha256_file(h5)}
         write_manifest(manifest, manifest_file)
     return record
 

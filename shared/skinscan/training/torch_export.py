@@ -12,8 +12,8 @@ order, so the copy is positional, with each tensor's layout converted:
 :func:`verify_export` checks the result on real photos; the ``.h5`` is written only when it passes.
 
 The EfficientNet-Lite teacher gets a Keras twin too (:func:`teacher_to_keras`), built block by block
-from the PyTorch network: the first step towards serving the DenseNet121 together with the teacher
-(issue 18, item 4), since the function runs Keras/LiteRT and never PyTorch.
+from the PyTorch network, so the function can serve it beside the DenseNet121 (issue 18, item 4):
+serving runs Keras/LiteRT and never PyTorch.
 """
 
 from __future__ import annotations

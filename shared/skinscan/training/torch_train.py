@@ -365,37 +365,44 @@ def train(config: TorchTrainConfig, *, resume: bool = False) -> dict[str, Any]:
 # ------------------------------------------------------------------ the .h5 the function serves
 
 def export_run(checkpoint: Path, out: Path, data: Path, split_file: Path, check_photos: int = 64) -> dict[str, Any]:
-    """Write a student checkpoint as the seed's Keras ``.h5`` with its manifest and training record.
+    """Write a run's checkpoint as a Keras ``.h5`` with what goes beside it.
 
-    The export is checked on real validation photos (every camera photo first) decoded exactly as
+    A student becomes the seed's DenseNet121 with its manifest and training record (calibration comes
+    next, ``skinscan calibrate``); a teacher becomes its Keras twin with the entry that
+    ``skinscan calibrate --companion`` joins to a DenseNet121's manifest (:func:`_write_teacher_entry`).
+    Either export is checked on real validation photos (every camera photo first) decoded exactly as
     serving decodes them; nothing is written unless the Keras model answers within
-    ``EXPORT_TOLERANCE`` of the PyTorch network. Calibration comes next (``skinscan calibrate``).
-    A teacher checkpoint gets its Keras twin instead (:func:`_export_teacher`).
+    ``EXPORT_TOLERANCE`` of the PyTorch network.
     """
     from ..manifest import manifest_path_for, new_manifest, write_manifest
     from .torch_export import export_h5
 
     saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    if saved.get("role") == "teacher":
-        return _export_teacher(checkpoint, out, data, split_file, check_photos)
-    if saved.get("role") != "student":
-        raise ValueError(f"{checkpoint} is a {saved.get('role')} checkpoint, neither student nor teacher")
+    role = saved.get("role")
+    if role not in ROLES:
+        raise ValueError(f"{checkpoint} is a {role} checkpoint, neither student nor teacher")
     size = int(saved["image_size"])
-    network = load_student(checkpoint)
-    preprocessing = Preprocessing(size=size)
+    if role == "teacher":
+        network, _ = load_teacher(checkpoint, torch.device("cpu"))
+        network = network.float().to(memory_format=torch.contiguous_format)
+        preprocessing = Preprocessing(size=size, mean=LITE_STATISTICS[0], std=LITE_STATISTICS[1])
+    else:
+        network = load_student(checkpoint)
+        preprocessing = Preprocessing(size=size)
     samples = dataset.camera_first_subset(dataset.load_split(split_file, data)["val"], check_photos, seed=0)
     pixels, _ = dataset.load_pixels(data, samples[:check_photos], size)
-    inputs = preprocessing.normalize(pixels.astype(np.float32)).astype(np.float32)
-    check = export_h5(network, size, out, inputs)
-    run = Path(checkpoint).parent
-    state = json.loads((run / "state.json").read_text()) if (run / "state.json").exists() else {}
-    split = dataset.load_split(split_file)
+    check = export_h5(network, size, out, preprocessing.normalize(pixels.astype(np.float32)).astype(np.float32))
+    state_file = Path(checkpoint).parent / "state.json"
+    state = json.loads(state_file.read_text()) if state_file.exists() else {}
     training = {"trainer": "PyTorch (skinscan.training.torch_train)", "checkpoint_epoch": saved.get("epoch"),
-                "split_counts": {name: len(split[name]) for name in dataset.SPLITS},
                 "epochs_run": state.get("epoch"), "best_epoch": state.get("best_epoch"),
                 "best_val": state.get("best_val"), "seconds": state.get("seconds"),
                 "hardware": state.get("hardware"),
                 "export_check": {"photos": check.photos, "max_abs_difference": check.max_abs_difference}}
+    if role == "teacher":
+        return _write_teacher_entry(out, str(saved["teacher_name"]), preprocessing, training)
+    split = dataset.load_split(split_file)
+    training["split_counts"] = {name: len(split[name]) for name in dataset.SPLITS}
     version = f"densenet121-{size}px-v3-{time.strftime('%Y%m%d-%H%M', time.gmtime())}"
     write_manifest(new_manifest(out, preprocessing.to_dict(), version, training=training), manifest_path_for(out))
     Path(out).with_name(Path(out).stem + ".training.json").write_text(
@@ -404,36 +411,19 @@ def export_run(checkpoint: Path, out: Path, data: Path, split_file: Path, check_
     return training
 
 
-def _export_teacher(checkpoint: Path, out: Path, data: Path, split_file: Path, check_photos: int) -> dict[str, Any]:
-    """The teacher's Keras twin, checked on real validation photos like the student's export.
-
-    Beside it goes its entry (``teacher.json``): file, sha256, input size and pre-processing, what
-    ``skinscan calibrate --companion`` puts into the DenseNet121's manifest to serve the pair
-    (:mod:`skinscan.companion`, issue 18's item 4).
-    """
+def _write_teacher_entry(out: Path, teacher_name: str, preprocessing: Preprocessing,
+                         training: dict[str, Any]) -> dict[str, Any]:
+    """Beside the teacher's Keras twin, its entry (``teacher.json``): file, sha256, input size and
+    pre-processing, what ``skinscan calibrate --companion`` puts into the DenseNet121's manifest to
+    serve the pair (:mod:`skinscan.companion`, issue 18's item 4)."""
     from ..manifest import manifest_path_for, sha256_file
-    from .torch_export import export_h5
 
-    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    network, size = load_teacher(checkpoint, torch.device("cpu"))
-    network = network.float().to(memory_format=torch.contiguous_format)
-    samples = dataset.camera_first_subset(dataset.load_split(split_file, data)["val"], check_photos, seed=0)
-    pixels, _ = dataset.load_pixels(data, samples[:check_photos], size)
-    preprocessing = Preprocessing(size=size, mean=LITE_STATISTICS[0], std=LITE_STATISTICS[1])
-    check = export_h5(network, size, out, preprocessing.normalize(pixels.astype(np.float32)).astype(np.float32))
-    state_file = Path(checkpoint).parent / "state.json"
-    state = json.loads(state_file.read_text()) if state_file.exists() else {}
-    training = {"trainer": "PyTorch (skinscan.training.torch_train), ImageNet weights fine-tuned",
-                "checkpoint_epoch": saved.get("epoch"), "epochs_run": state.get("epoch"),
-                "best_epoch": state.get("best_epoch"), "best_val": state.get("best_val"),
-                "seconds": state.get("seconds"), "hardware": state.get("hardware"),
-                "export_check": {"photos": check.photos, "max_abs_difference": check.max_abs_difference}}
-    name = str(saved["teacher_name"])
-    entry = {"role": "teacher", "architecture": f"EfficientNet-{name.capitalize()} (ImageNet, fine-tuned)",
+    training = {**training, "trainer": f"{training['trainer']}, ImageNet weights fine-tuned"}
+    entry = {"role": "teacher", "architecture": f"EfficientNet-{teacher_name.capitalize()} (ImageNet, fine-tuned)",
              "file": Path(out).name, "bytes": Path(out).stat().st_size, "sha256": sha256_file(out),
              "preprocessing": preprocessing.to_dict(), "training": training}
     manifest_path_for(out).write_text(json.dumps(entry, indent=1) + "\n")
-    return {"role": "teacher", "image_size": size, **training}
+    return {"role": "teacher", "image_size": preprocessing.size, **training}
 
 
 # ------------------------------------------------------------------ a checkpoint's own figures
@@ -441,8 +431,8 @@ def _export_teacher(checkpoint: Path, out: Path, data: Path, split_file: Path, c
 def evaluate_checkpoint(checkpoint: Path, data: Path, split_file: Path, part: str = "val") -> dict[str, Any]:
     """A teacher's or student's figures on a split, the network alone (no calibration or triage rules).
 
-    The teacher is never served, so this is how its row in the card is measured; for a student it
-    is the ship decision's first look, before ``skinscan calibrate``.
+    The teacher alone is never served, so this is how its row in the card is measured; for a student
+    it is the ship decision's first look, before ``skinscan calibrate``.
     """
     from .evaluate import network_report, photo_groups
 
