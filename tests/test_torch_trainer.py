@@ -16,6 +16,7 @@ from PIL import Image
 
 torch = pytest.importorskip("torch")
 
+from conftest import REPO, SKIN9  # noqa: E402  (SKIN9 honours SKINSCAN_DATA, as every other test's does)
 from skinscan.labels import LABELS  # noqa: E402
 from skinscan.training import data as dataset  # noqa: E402
 from skinscan.training.architecture import SEED_PARAMETER_COUNT  # noqa: E402
@@ -28,8 +29,6 @@ from skinscan.training.torch_train import (  # noqa: E402
     training_loss,
 )
 
-REPO = Path(__file__).resolve().parents[1]
-SKIN9 = REPO.parent / "shared" / "data" / "skin9"
 SHIPPED_SPLIT = REPO / "shared" / "skinscan" / "models" / "skinscan-densenet121.split.json"
 
 
